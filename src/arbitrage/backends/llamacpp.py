@@ -1,0 +1,328 @@
+"""Generator backend on llama.cpp (llama-cpp-python), the embedded default.
+
+One :class:`LlamaCppGenerator` owns one ``Llama`` object and therefore one KV cache: keep one per role
+(draft, target, judge), since an unrelated prompt evicts the cached prefix.
+
+Per step call:
+1. Render the question with the model's chat template (GGUF metadata, or an explicit fallback format)
+   and append the shared solution text; tokenise prompt and solution separately (stable prefixes).
+2. Find the longest prefix shared with the tokens already in the KV cache; evaluate only the rest
+   (``prefill_tokens``). At least one token is always evaluated to refresh the logits.
+3. Decode token by token: read the last position's logits (no ``logits_all``), log-softmax them in numpy
+   for the chosen token's logprob and the entropy, pick greedily or sample, stop on an end-of-generation
+   token, on the separator appearing in the decoded text (also when one token straddles it), or on the
+   per-step token cap.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import logging
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from arbitrage.backends.base import FinishReason, StepContext, StepOutput, StepParams
+from arbitrage.backends.llamacpp_probe import extra_bufts_allowed
+from arbitrage.errors import BackendError, ConfigError, ModelFileError
+from arbitrage.models.store import check_gguf_file
+from arbitrage.prompts import FALLBACK_FORMATS, PromptStyle, solution_text
+from arbitrage.settings import Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+# Guards the brief swap of llama_model_default_params while a model loads (see _model_params).
+_LOAD_LOCK = threading.Lock()
+
+
+@contextlib.contextmanager
+def _model_params(**overrides: Any) -> Iterator[None]:
+    """Make ``Llama(...)`` load with extra model parameters that its constructor does not expose.
+
+    ``Llama.__init__`` builds its ``llama_model_params`` from ``llama_model_default_params()`` and
+    loads the model in the same call; wrapping that function for the duration of the load is the only
+    way to set ``use_extra_bufts`` without reimplementing the constructor.
+    """
+    import llama_cpp.llama_cpp as lib
+
+    original = lib.llama_model_default_params
+
+    def patched() -> Any:
+        params = original()
+        for key, value in overrides.items():
+            setattr(params, key, value)
+        return params
+
+    with _LOAD_LOCK:
+        lib.llama_model_default_params = patched
+        try:
+            yield
+        finally:
+            lib.llama_model_default_params = original
+
+
+def find_step_end(text: str, separator: str) -> int | None:
+    """Index where the step in ``text`` ends (start of the separator), or None if it has not ended.
+
+    Works on decoded text, so a separator that straddles token boundaries, or shares a token with
+    the step's last characters, is found all the same. Separators before any content (a model that
+    opens with a blank line) do not end the step.
+    """
+    body_start = len(text) - len(text.lstrip())
+    cut = text.find(separator, body_start)
+    while cut >= 0 and not text[body_start:cut].strip():
+        cut = text.find(separator, cut + 1)
+    return cut if cut >= 0 else None
+
+
+def log_softmax(logits: np.ndarray) -> np.ndarray:
+    """Numerically stable log-softmax of a 1-D logits vector."""
+    shifted = logits.astype(np.float64) - float(np.max(logits))
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+class LlamaCppGenerator:
+    """A GGUF model through llama.cpp, writing one step per call with KV-cache reuse."""
+
+    def __init__(
+        self,
+        model_path: str | Path,
+        *,
+        name: str | None = None,
+        n_ctx: int = 4096,
+        n_threads: int | None = None,
+        chat_format: str | None = None,
+        prompt_style: PromptStyle | None = None,
+        extra_bufts: bool | None = None,
+        seed: int = 0,
+        settings: Settings | None = None,
+    ) -> None:
+        from llama_cpp import Llama
+
+        if n_ctx <= 0:
+            raise ConfigError(f"n_ctx must be positive, got {n_ctx}")
+        path = Path(model_path)
+        check_gguf_file(path)
+        settings = settings or load_settings()
+        self.name = name or path.stem
+        self.path = path
+        self.prompt_style = prompt_style or PromptStyle()
+        if chat_format is not None and chat_format not in FALLBACK_FORMATS:
+            known = ", ".join(FALLBACK_FORMATS)
+            raise ConfigError(
+                f"Unknown chat format {chat_format!r} (known: {known}, or None for the GGUF's own)"
+            )
+        self.extra_bufts = extra_bufts_allowed(path, settings) if extra_bufts is None else extra_bufts
+        threads = n_threads or settings.threads
+        try:
+            with _model_params(use_extra_bufts=self.extra_bufts):
+                self.llm = Llama(
+                    model_path=str(path),
+                    n_ctx=n_ctx,
+                    n_batch=512,
+                    n_threads=threads,
+                    n_threads_batch=threads,
+                    logits_all=False,
+                    seed=seed,
+                    verbose=False,
+                )
+        except ValueError as exc:
+            raise ModelFileError(
+                f"llama.cpp could not load {path}: {exc} (corrupt or unsupported GGUF?)"
+            ) from exc
+        if bool(self.llm.model_params.use_extra_bufts) != self.extra_bufts:
+            raise BackendError(
+                "Could not set llama.cpp use_extra_bufts; this llama-cpp-python is incompatible"
+            )
+        self.n_ctx = self.llm.n_ctx()
+        self.n_vocab = self.llm.n_vocab()
+        import llama_cpp
+
+        self._lib = llama_cpp
+        self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.Lock()  # one KV cache: calls on this model are serialised
+        self._chat_format = chat_format
+        self._formatter = self._make_formatter()
+        self._prompt_cache: dict[str, list[int]] = {}
+        self._closed = False
+
+    # -- prompt construction -------------------------------------------------------------------------
+
+    def _token_text(self, token: int) -> str:
+        if token < 0:
+            return ""
+        return self.llm.detokenize([token], special=True).decode("utf-8", errors="ignore")
+
+    def _make_formatter(self) -> Any:
+        if self._chat_format is not None:
+            return None
+        template = self.llm.metadata.get("tokenizer.chat_template")
+        if not template:
+            logger.warning(
+                "%s has no chat template in its GGUF; using a plain Question/Answer format", self.name
+            )
+            self._chat_format = "plain"
+            return None
+        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
+
+        return Jinja2ChatFormatter(
+            template=template,
+            eos_token=self._token_text(self.llm.token_eos()),
+            bos_token=self._token_text(self.llm.token_bos()),
+            add_generation_prompt=True,
+        )
+
+    def render_prompt(self, question: str) -> str:
+        """The model's own chat-formatted prompt for ``question``, ending where the answer begins."""
+        if self._formatter is not None:
+            try:
+                return str(self._formatter(messages=self.prompt_style.messages(question)).prompt)
+            except Exception as exc:  # a template that rejects a system role, or other Jinja errors
+                logger.warning(
+                    "chat template of %s failed (%s); folding the system text into the user turn",
+                    self.name,
+                    exc,
+                )
+                messages = [{"role": "user", "content": self.prompt_style.single_turn(question)}]
+                return str(self._formatter(messages=messages).prompt)
+        prefix, suffix = FALLBACK_FORMATS[self._chat_format or "plain"]
+        return prefix + self.prompt_style.single_turn(question) + suffix
+
+    def _prompt_tokens(self, question: str) -> list[int]:
+        cached = self._prompt_cache.get(question)
+        if cached is None:
+            prompt = self.render_prompt(question)
+            bos = self._token_text(self.llm.token_bos())
+            add_bos = not (bos and prompt.startswith(bos))
+            cached = self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
+            self._prompt_cache = {question: cached}  # one question at a time is the common case
+        return cached
+
+    def context_tokens(self, context: StepContext, separator: str) -> list[int]:
+        """Token ids of the full context: chat prompt, then the shared solution text."""
+        tokens = list(self._prompt_tokens(context.question))
+        text = solution_text(context.steps, separator)
+        if text:
+            tokens += self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=False)
+        return tokens
+
+    # -- evaluation ----------------------------------------------------------------------------------
+
+    def _prefill(self, tokens: list[int]) -> int:
+        """Bring the KV cache to ``tokens``, reusing the longest cached prefix; return tokens evaluated."""
+        if len(tokens) >= self.n_ctx:
+            raise BackendError(
+                f"{self.name}: context of {len(tokens)} tokens does not fit n_ctx={self.n_ctx}; "
+                "raise --n-ctx or lower --max-steps/--max-tokens"
+            )
+        cached = self.llm.input_ids[: self.llm.n_tokens]
+        n = min(len(cached), len(tokens))
+        mismatch = np.nonzero(cached[:n] != np.asarray(tokens[:n], dtype=cached.dtype))[0]
+        common = int(mismatch[0]) if mismatch.size else n
+        common = min(common, len(tokens) - 1)  # always evaluate one token: fresh logits
+        self.llm.n_tokens = common  # eval() drops the KV entries from n_tokens on
+        self.llm.eval(tokens[common:])
+        return len(tokens) - common
+
+    def _last_logits(self) -> np.ndarray:
+        ptr = self._lib.llama_get_logits_ith(self.llm.ctx, -1)
+        if not ptr:
+            raise BackendError(f"{self.name}: llama.cpp returned no logits")
+        array = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,))
+        return np.array(array, copy=True)
+
+    def next_token_logprobs(self, tokens: list[int]) -> np.ndarray:
+        """Log-probabilities of the token after ``tokens`` (KV reuse as for steps). For judge PRMs."""
+        with self._lock:
+            self._prefill(tokens)
+            return log_softmax(self._last_logits())
+
+    def tokenize(self, text: str, special: bool = False) -> list[int]:
+        return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special))
+
+    def _choose(self, logprobs: np.ndarray, params: StepParams, rng: np.random.Generator) -> int:
+        if params.temperature == 0:
+            return int(np.argmax(logprobs))
+        scaled = logprobs / params.temperature
+        probs = np.exp(scaled - scaled.max())
+        probs /= probs.sum()
+        if params.top_p < 1.0:
+            order = np.argsort(-probs)
+            cumulative = np.cumsum(probs[order])
+            keep = order[: int(np.searchsorted(cumulative, params.top_p)) + 1]
+            mask = np.zeros_like(probs)
+            mask[keep] = probs[keep]
+            probs = mask / mask.sum()
+        return int(rng.choice(probs.size, p=probs))
+
+    def generate_step(self, context: StepContext, params: StepParams) -> StepOutput:
+        if self._closed:
+            raise BackendError(f"{self.name} is closed")
+        with self._lock:
+            return self._generate_step(context, params)
+
+    def _generate_step(self, context: StepContext, params: StepParams) -> StepOutput:
+        tokens = self.context_tokens(context, params.separator)
+        rng = self._rng if params.seed is None else np.random.default_rng([params.seed, len(tokens)])
+        # 1. prefill what the KV cache does not hold yet
+        t0 = time.perf_counter()
+        prefill = self._prefill(tokens)
+        t1 = time.perf_counter()
+        # 2. decode until EOS, separator or the cap
+        budget = min(params.max_step_tokens, self.n_ctx - len(tokens) - 1)
+        generated: list[int] = []
+        logprobs_out: list[float] = []
+        entropies: list[float] = []
+        text = ""
+        finish = FinishReason.LENGTH
+        sep = params.separator
+        while len(generated) < budget:
+            logprobs = log_softmax(self._last_logits())
+            token = self._choose(logprobs, params, rng)
+            generated.append(token)
+            logprobs_out.append(float(logprobs[token]))
+            entropies.append(float(-(np.exp(logprobs) * logprobs).sum()))
+            if self._lib.llama_vocab_is_eog(self._vocab, token):
+                finish = FinishReason.EOS
+                text = self._decode(generated[:-1], tokens)
+                break
+            text = self._decode(generated, tokens)
+            cut = find_step_end(text, sep)
+            if cut is not None:
+                text = text[:cut]
+                finish = FinishReason.STEP
+                break
+            self.llm.eval([token])
+        else:
+            text = self._decode(generated, tokens)
+        t2 = time.perf_counter()
+        return StepOutput(
+            text=text.strip(),
+            finish_reason=finish,
+            model=self.name,
+            tokens=len(generated),
+            token_logprobs=tuple(logprobs_out),
+            token_entropies=tuple(entropies),
+            prompt_tokens=len(tokens),
+            prefill_tokens=prefill,
+            prefill_seconds=t1 - t0,
+            decode_seconds=t2 - t1,
+        )
+
+    def _decode(self, generated: list[int], context: list[int]) -> str:
+        raw = self.llm.detokenize(generated, prev_tokens=context[-8:])
+        return raw.decode("utf-8", errors="ignore")
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self.llm.close()
+
+    def __repr__(self) -> str:
+        return f"LlamaCppGenerator({self.name!r}, path={str(self.path)!r}, extra_bufts={self.extra_bufts})"

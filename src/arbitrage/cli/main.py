@@ -1,0 +1,51 @@
+"""The ``arbitrage`` command: entry point, logging setup, and error handling for every command."""
+
+from __future__ import annotations
+
+import logging
+import sys
+from typing import Annotated
+
+import typer
+
+from arbitrage.cli.models import models_app
+from arbitrage.cli.solve import solve
+
+app = typer.Typer(
+    name="arbitrage",
+    help="Step-level speculative reasoning: a small draft model writes each step, a large target "
+    "rewrites only the steps where it pays off.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+app.add_typer(models_app, name="models")
+app.command()(solve)
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[
+        int, typer.Option("--verbose", "-v", count=True, help="More logging (-v info, -vv debug).")
+    ] = 0,
+) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(levelname)s %(name)s: %(message)s", stream=sys.stderr)
+
+
+def main() -> None:
+    """Console entry point: user errors become one line on stderr and a non-zero exit."""
+    from arbitrage.errors import ArbitrageError
+
+    try:
+        app()
+    except ArbitrageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()

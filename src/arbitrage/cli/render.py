@@ -1,0 +1,60 @@
+"""Human-readable rendering of steps and solve summaries (rich)."""
+
+from __future__ import annotations
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from arbitrage.trace import SolveTrace, StepRecord
+
+
+def print_step(console: Console, record: StepRecord) -> None:
+    """One accepted step, marked by the model that wrote it."""
+    if record.role == "target":
+        tag = f"[bold magenta]target {escape(record.model)} ↑[/]"
+    else:
+        tag = f"[bold cyan]draft  {escape(record.model)}[/]"
+    why = f" [dim]({escape(record.decision.reason)})[/]" if record.decision.reason else ""
+    console.print(f"{tag} [dim]step {record.index + 1}, {record.tokens} tok[/]{why}")
+    console.print(record.text, markup=False, highlight=False)
+    console.print()
+
+
+def _fmt(value: float | None, spec: str = ".2f") -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def print_summary(console: Console, trace: SolveTrace) -> None:
+    """Steps and tokens per model, seconds, target-call rate, answer."""
+    table = Table(title="summary", show_header=True)
+    for column in (
+        "model",
+        "role",
+        "steps kept",
+        "calls",
+        "tokens gen.",
+        "prefill tok",
+        "seconds",
+        "decode tok/s",
+    ):
+        table.add_column(column, justify="right")
+    for role, usage in trace.usage.items():
+        kept = sum(1 for s in trace.steps if s.role == role)
+        table.add_row(
+            usage.model or "-",
+            role,
+            str(kept),
+            str(usage.calls),
+            str(usage.generated_tokens),
+            str(usage.prefill_tokens),
+            _fmt(usage.seconds),
+            _fmt(usage.decode_tokens_per_second, ".1f"),
+        )
+    console.print(table)
+    console.print(
+        f"steps {len(trace.steps)}   acceptance rate {_fmt(trace.acceptance_rate)}   "
+        f"target-call rate {_fmt(trace.target_call_rate)}   policy s {trace.policy_seconds:.3f}   "
+        f"wall s {trace.wall_seconds:.1f}   stop {trace.stop_reason}"
+    )
+    console.print(f"[bold]answer[/] {escape(str(trace.answer))}")

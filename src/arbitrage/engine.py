@@ -1,0 +1,169 @@
+"""The step loop of step-level speculative reasoning, independent of backends and policies.
+
+Vocabulary (used the same way everywhere in arbitrage):
+
+- **step**: the text a model writes up to the step separator (``"\\n\\n"`` by default), or to the end of
+  its answer. A solution is its steps joined by the separator.
+- **draft** / **target**: the small, cheap model that proposes every step / the large model that writes
+  a step only when the policy escalates.
+- **draft step**: the draft's proposal for the next step, from the solution so far.
+- **accepted**: the draft step is kept as written. **escalated** (regenerated): the target writes the
+  step from the same prefix and its text is kept instead; the draft's proposal is discarded.
+- **acceptance rate**: share of the solution's steps kept from the draft (step-level, the paper's
+  definition). The **token acceptance rate** weights steps by their tokens (the official code's figure).
+  **target-call rate**: target step calls per solution step.
+- **reward** ``s``: a process reward model's score of a step in context, in [0, 1].
+- **advantage** ``Δ = s_target − s_draft``: how much better the target's step is than the draft's.
+- **τ** (tau): a policy's escalation threshold: the oracle escalates when ``Δ > τ``, the router when its
+  predicted score ``ŷ > τ``. RSD escalates when the draft's reward is below its threshold.
+
+The engine asks the draft for a step, the policy for a decision, and the target only when told to.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from arbitrage.answer import extract_answer, has_boxed_answer
+from arbitrage.backends.base import FinishReason, Generator, StepContext, StepOutput, StepParams
+from arbitrage.errors import ConfigError
+from arbitrage.policies.base import RoutingPolicy, StepView
+from arbitrage.trace import Decision, SolveTrace, StepRecord, StopReason
+
+logger = logging.getLogger(__name__)
+
+StepCallback = Callable[[StepRecord], None]
+
+
+@dataclass(frozen=True, slots=True)
+class EngineConfig:
+    """Limits and stopping rules of a solve."""
+
+    step: StepParams = field(default_factory=StepParams)  # separator, per-step token cap, sampling
+    max_steps: int = 40  # stop after this many accepted steps
+    max_total_tokens: int = 2048  # stop once the solution holds this many tokens
+    stop_on_boxed: bool = True  # stop at the first step that states a \boxed{} answer
+    max_step_repeats: int = 2  # loop guard: a step text may occur this often; one more stops the solve
+
+    def __post_init__(self) -> None:
+        for name in ("max_steps", "max_total_tokens", "max_step_repeats"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+
+
+def _normalise(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip().lower()
+
+
+class Engine:
+    """Solves questions step by step with a draft, a target and a routing policy (all injected)."""
+
+    def __init__(
+        self,
+        draft: Generator,
+        target: Generator,
+        policy: RoutingPolicy,
+        config: EngineConfig | None = None,
+    ) -> None:
+        self.draft = draft
+        self.target = target
+        self.policy = policy
+        self.config = config or EngineConfig()
+
+    def solve(self, question: str, on_step: StepCallback | None = None) -> SolveTrace:
+        """Write a full solution; ``on_step`` is called with each step as soon as it is accepted."""
+        if not question or not question.strip():
+            raise ConfigError("The question is empty")
+        cfg = self.config
+        trace = SolveTrace(question=question, policy=self.policy.name)
+        seen: Counter[str] = Counter()
+        solution_tokens = 0
+        start = time.perf_counter()
+        stop: StopReason | None = None
+        while stop is None:
+            record = self._next_step(question, trace)
+            # 5. loop guard: drop a step that repeats too often and stop
+            key = _normalise(record.text)
+            if key and seen[key] >= cfg.max_step_repeats:
+                stop = "repetition"
+                break
+            seen[key] += 1
+            # 6. accept the step (unless it is an empty final step) and notify
+            if record.text or record.finish_reason != FinishReason.EOS:
+                trace.steps.append(record)
+                trace.policy_seconds += record.policy_seconds
+                solution_tokens += record.tokens
+                if on_step is not None:
+                    on_step(record)
+            # 7. stopping rules
+            if record.finish_reason == FinishReason.EOS:
+                stop = "eos"
+            elif cfg.stop_on_boxed and has_boxed_answer(record.text):
+                stop = "answer"
+            elif len(trace.steps) >= cfg.max_steps:
+                stop = "max_steps"
+            elif solution_tokens >= cfg.max_total_tokens:
+                stop = "max_tokens"
+        trace.stop_reason = stop
+        trace.wall_seconds = time.perf_counter() - start
+        trace.answer = extract_answer(trace.solution) if trace.steps else None
+        return trace
+
+    def _next_step(self, question: str, trace: SolveTrace) -> StepRecord:
+        history = tuple(trace.steps)
+        context = StepContext(question=question, steps=tuple(s.text for s in history))
+        index = len(history)
+        target_wall = [0.0]  # wall seconds spent generating target steps for this decision
+
+        def make_target(params: StepParams | None) -> StepOutput:
+            t = time.perf_counter()
+            output = self.target.generate_step(context, params or self.config.step)
+            target_wall[0] += time.perf_counter() - t
+            trace.usage["target"].observe(output)
+            return output
+
+        # 1. target-only decoding never consults the draft
+        if getattr(self.policy, "skip_draft", False):
+            target = make_target(None)
+            decision = Decision(escalate=True, reason="target only")
+            return self._record(index, None, target, decision, 0.0, 0)
+        # 2. the draft proposes the next step
+        draft = self.draft.generate_step(context, self.config.step)
+        trace.usage["draft"].observe(draft)
+        # 3. the policy decides (it may ask for the target's step, or score with a PRM)
+        view = StepView(question=question, history=history, draft=draft, _make_target=make_target)
+        t0 = time.perf_counter()
+        decision = self.policy.decide(view)
+        policy_seconds = max(0.0, time.perf_counter() - t0 - target_wall[0])
+        # 4. escalate: the target writes the step (reusing one the policy already requested)
+        requested = view.target_step() if decision.escalate else view.generated_target
+        return self._record(index, draft, requested, decision, policy_seconds, len(view.extra_samples))
+
+    @staticmethod
+    def _record(
+        index: int,
+        draft: StepOutput | None,
+        target: StepOutput | None,
+        decision: Decision,
+        policy_seconds: float,
+        extra_samples: int,
+    ) -> StepRecord:
+        kept = target if decision.escalate else draft
+        assert kept is not None
+        return StepRecord(
+            index=index,
+            text=kept.text,
+            role="target" if decision.escalate else "draft",
+            model=kept.model,
+            finish_reason=kept.finish_reason,
+            draft=draft,
+            target=target,
+            decision=decision,
+            policy_seconds=policy_seconds,
+            extra_target_samples=extra_samples,
+        )

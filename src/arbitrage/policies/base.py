@@ -1,0 +1,68 @@
+"""The routing-policy role: accept the draft's step, or escalate it to the target.
+
+A policy sees a :class:`StepView`: the question, the accepted steps so far (with who wrote each), the
+draft's proposed step with its token logprobs, and *lazy* access to the target's step for the same
+prefix. Policies that need a reward (RSD) hold their own step scorer; policies that compare both
+candidates (the oracle) call ``view.target_step()``; learned routers use the draft step alone. The
+engine calls the target only when the policy asks for it or escalates, and reuses a step the policy
+already requested instead of generating it twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Protocol, runtime_checkable
+
+from arbitrage.backends.base import StepOutput, StepParams
+from arbitrage.trace import Decision, StepRecord
+
+
+@dataclass(slots=True)
+class StepView:
+    """What a policy may look at for one decision."""
+
+    question: str
+    history: tuple[StepRecord, ...]  # accepted steps so far, oldest first
+    draft: StepOutput  # the draft's proposal for the next step
+    _make_target: Callable[[StepParams | None], StepOutput]
+    _target: StepOutput | None = None
+    extra_samples: list[StepOutput] = field(default_factory=list)
+
+    @property
+    def steps(self) -> tuple[str, ...]:
+        """Accepted step texts so far."""
+        return tuple(s.text for s in self.history)
+
+    @property
+    def generated_target(self) -> StepOutput | None:
+        """The target's step if it has been requested already, else None (nothing is generated)."""
+        return self._target
+
+    def target_step(self) -> StepOutput:
+        """The target's step from the same prefix (generated once, on first request)."""
+        if self._target is None:
+            self._target = self._make_target(None)
+        return self._target
+
+    def sample_target(self, params: StepParams) -> StepOutput:
+        """An additional target sample with other parameters (counted as a target call)."""
+        sample = self._make_target(params)
+        self.extra_samples.append(sample)
+        return sample
+
+
+@runtime_checkable
+class RoutingPolicy(Protocol):
+    """Decides, step by step, whether the target should (re)write the draft's step.
+
+    A policy may also set a class attribute ``skip_draft = True`` (target-only decoding): the engine
+    then never calls the draft and does not consult ``decide``.
+    """
+
+    @property
+    def name(self) -> str:
+        """Short description with parameters, e.g. ``random(p=0.5)``."""
+        ...
+
+    def decide(self, view: StepView) -> Decision: ...

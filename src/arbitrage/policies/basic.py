@@ -1,0 +1,58 @@
+"""Policies that need no reward model: draft only, target only, and random escalation."""
+
+from __future__ import annotations
+
+import random
+
+from arbitrage.errors import ConfigError
+from arbitrage.policies.base import StepView
+from arbitrage.trace import Decision
+
+
+class DraftOnlyPolicy:
+    """Always accept the draft step (draft-only decoding)."""
+
+    name = "draft"
+
+    def decide(self, view: StepView) -> Decision:
+        return Decision(escalate=False, reason="draft only")
+
+
+class TargetOnlyPolicy:
+    """Always escalate (target-only decoding; the draft's proposals are still paid for).
+
+    With ``skip_draft`` the engine does not call the draft at all, which is plain target decoding.
+    """
+
+    name = "target"
+    skip_draft = True
+
+    def decide(self, view: StepView) -> Decision:
+        return Decision(escalate=True, reason="target only")
+
+
+class RandomPolicy:
+    """Escalate each step with probability ``p``, independent of its content (a cost-matched baseline).
+
+    The draw for a step is a deterministic function of (seed, question, step index), so runs are
+    reproducible in any order and under any concurrency.
+    """
+
+    def __init__(self, p: float, seed: int = 0) -> None:
+        if not 0.0 <= p <= 1.0:
+            raise ConfigError(f"--p must be within [0, 1], got {p}")
+        self.p = p
+        self.seed = seed
+
+    @property
+    def name(self) -> str:
+        return f"random(p={self.p:g})"
+
+    def decide(self, view: StepView) -> Decision:
+        draw = random.Random(f"{self.seed}|{view.question}|{len(view.history)}").random()
+        return Decision(
+            escalate=draw < self.p,
+            score=draw,
+            threshold=self.p,
+            reason=f"draw {draw:.3f} {'<' if draw < self.p else '>='} p",
+        )

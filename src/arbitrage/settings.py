@@ -1,0 +1,47 @@
+"""Settings shared by every component: where user state lives and how llama.cpp is driven.
+
+Environment variables (each declared once, here):
+
+- ``ARBITRAGE_HOME``: folder for all user state (default ``~/.cache/arbitrage``).
+- ``ARBITRAGE_MODEL_CACHE``: folder for fetched model files (default ``$ARBITRAGE_HOME/models``).
+  Kept separate so tests can isolate ``ARBITRAGE_HOME`` yet share downloaded weights.
+- ``ARBITRAGE_LLAMA_EXTRA_BUFTS``: ``auto`` (default), ``on`` or ``off``. llama.cpp's extra CPU buffer
+  types (AMX / repacked weights) crash some virtual machines whose CPUs advertise AMX; ``auto`` probes
+  each model once in a subprocess and remembers the verdict.
+- ``ARBITRAGE_THREADS``: CPU threads for llama.cpp (default: all cores).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Process-wide paths and llama.cpp knobs, read from ``ARBITRAGE_*`` environment variables."""
+
+    model_config = SettingsConfigDict(env_prefix="ARBITRAGE_", extra="forbid")
+
+    home: Path = Field(default_factory=lambda: Path.home() / ".cache" / "arbitrage")
+    model_cache: Path | None = None
+    llama_extra_bufts: Literal["auto", "on", "off"] = "auto"
+    threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+
+    @property
+    def models_dir(self) -> Path:
+        """Folder holding assembled model files."""
+        return self.model_cache if self.model_cache is not None else self.home / "models"
+
+    @property
+    def probes_file(self) -> Path:
+        """JSON file remembering the llama.cpp extra-buffer-type probe verdicts."""
+        return self.home / "llama_probes.json"
+
+
+def load_settings() -> Settings:
+    """Read the settings from the environment (a fresh object each call: no global state)."""
+    return Settings()

@@ -1,0 +1,200 @@
+"""Results of a solve: one :class:`StepRecord` per accepted step, usage per model, the whole trace.
+
+Read by the CLI (human and ``--json`` output), the evaluation harness (per-problem JSON lines), the data
+collector and the server's ``arbitrage`` extension object.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from arbitrage.backends.base import FinishReason, StepOutput
+
+Role = Literal["draft", "target"]
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """A routing policy's verdict on one draft step, with the evidence it used."""
+
+    escalate: bool  # True: the target (re)writes this step; False: the draft step is accepted
+    score: float | None = (
+        None  # the policy's statistic: reward (rsd), advantage (oracle), ŷ (router), draw (random)
+    )
+    threshold: float | None = None  # the value ``score`` was compared with
+    draft_reward: float | None = None  # PRM reward of the draft step, in [0, 1], when computed
+    target_reward: float | None = None  # PRM reward of the target step (mean over samples), when computed
+    reason: str = ""  # one short human-readable phrase
+    info: dict[str, Any] = field(default_factory=dict)  # policy-specific extras (JSON-serialisable)
+
+    @property
+    def advantage(self) -> float | None:
+        """Δ = s_target − s_draft, when both rewards are known."""
+        if self.draft_reward is None or self.target_reward is None:
+            return None
+        return self.target_reward - self.draft_reward
+
+
+@dataclass(frozen=True, slots=True)
+class StepRecord:
+    """One accepted step of a solution and how it came to be."""
+
+    index: int  # 0-based position in the solution
+    text: str  # the accepted step text (separator excluded)
+    role: Role  # which model's text was kept
+    model: str  # name of that model
+    finish_reason: FinishReason  # why the kept step ended
+    draft: StepOutput | None  # the draft's proposal (None only when the policy skips the draft)
+    target: StepOutput | None  # the target's step, when the policy escalated or asked for it
+    decision: Decision
+    policy_seconds: float  # wall seconds inside the policy (PRM / router), target generation excluded
+    extra_target_samples: int = 0  # additional target samples the policy drew (e.g. oracle k > 1)
+
+    @property
+    def kept(self) -> StepOutput:
+        """The output whose text was accepted."""
+        kept = self.target if self.role == "target" else self.draft
+        assert kept is not None
+        return kept
+
+    @property
+    def tokens(self) -> int:
+        """Tokens of the accepted step."""
+        return self.kept.tokens
+
+    @property
+    def escalated(self) -> bool:
+        return self.decision.escalate
+
+
+@dataclass(slots=True)
+class ModelUsage:
+    """What one model role spent during a solve. Updated through ``observe``."""
+
+    model: str = ""
+    calls: int = 0  # generate_step calls
+    generated_tokens: int = 0  # Σ tokens generated, kept or not
+    prompt_tokens: int = 0  # Σ context tokens over calls
+    prefill_tokens: int = 0  # Σ context tokens actually evaluated (rest reused from the KV cache)
+    prefill_seconds: float = 0.0
+    decode_seconds: float = 0.0
+
+    def observe(self, output: StepOutput) -> None:
+        self.model = output.model
+        self.calls += 1
+        self.generated_tokens += output.tokens
+        self.prompt_tokens += output.prompt_tokens
+        self.prefill_tokens += output.prefill_tokens
+        self.prefill_seconds += output.prefill_seconds
+        self.decode_seconds += output.decode_seconds
+
+    @property
+    def seconds(self) -> float:
+        return self.prefill_seconds + self.decode_seconds
+
+    @property
+    def decode_tokens_per_second(self) -> float | None:
+        return self.generated_tokens / self.decode_seconds if self.decode_seconds > 0 else None
+
+    @property
+    def kv_reuse_rate(self) -> float | None:
+        """Share of context tokens served from the KV cache: 1 − prefill_tokens / prompt_tokens."""
+        return 1 - self.prefill_tokens / self.prompt_tokens if self.prompt_tokens else None
+
+
+StopReason = Literal["eos", "answer", "max_steps", "max_tokens", "repetition"]
+
+
+@dataclass(slots=True)
+class SolveTrace:
+    """Everything about one solve."""
+
+    question: str
+    policy: str  # policy description, e.g. "random(p=0.5)"
+    steps: list[StepRecord] = field(default_factory=list)
+    usage: dict[Role, ModelUsage] = field(
+        default_factory=lambda: {"draft": ModelUsage(), "target": ModelUsage()}
+    )
+    policy_seconds: float = 0.0  # Σ StepRecord.policy_seconds
+    wall_seconds: float = 0.0  # end-to-end wall time of the solve
+    stop_reason: StopReason | None = None
+    answer: str | None = None  # extracted final answer (last \boxed{}, with fallbacks)
+
+    @property
+    def solution(self) -> str:
+        return "\n\n".join(step.text for step in self.steps)
+
+    @property
+    def acceptance_rate(self) -> float | None:
+        """Share of accepted steps written by the draft (the paper's step-level acceptance rate)."""
+        if not self.steps:
+            return None
+        return sum(1 for s in self.steps if s.role == "draft") / len(self.steps)
+
+    @property
+    def token_acceptance_rate(self) -> float | None:
+        """Share of the solution's tokens written by the draft (the official code's token-weighted rate)."""
+        total = sum(s.tokens for s in self.steps)
+        if not total:
+            return None
+        return sum(s.tokens for s in self.steps if s.role == "draft") / total
+
+    @property
+    def target_call_rate(self) -> float | None:
+        """Target step calls per step of the solution (1 − acceptance rate when no policy probes)."""
+        if not self.steps:
+            return None
+        return self.usage["target"].calls / len(self.steps)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form (used by ``--json``, eval records and the server)."""
+        usage = {
+            role: {**dataclasses.asdict(u), "seconds": u.seconds, "kv_reuse_rate": u.kv_reuse_rate}
+            for role, u in self.usage.items()
+        }
+        return {
+            "question": self.question,
+            "policy": self.policy,
+            "answer": self.answer,
+            "stop_reason": self.stop_reason,
+            "wall_seconds": self.wall_seconds,
+            "policy_seconds": self.policy_seconds,
+            "num_steps": len(self.steps),
+            "acceptance_rate": self.acceptance_rate,
+            "token_acceptance_rate": self.token_acceptance_rate,
+            "target_call_rate": self.target_call_rate,
+            "usage": usage,
+            "steps": [_step_dict(s) for s in self.steps],
+            "solution": self.solution,
+        }
+
+
+def _output_dict(output: StepOutput | None) -> dict[str, Any] | None:
+    if output is None:
+        return None
+    data = dataclasses.asdict(output)
+    data["finish_reason"] = str(output.finish_reason)
+    data["token_logprobs"] = [round(x, 5) for x in output.token_logprobs]
+    data["token_entropies"] = [round(x, 5) for x in output.token_entropies]
+    return data
+
+
+def _step_dict(step: StepRecord) -> dict[str, Any]:
+    decision = dataclasses.asdict(step.decision)
+    decision["advantage"] = step.decision.advantage
+    return {
+        "index": step.index,
+        "role": step.role,
+        "model": step.model,
+        "text": step.text,
+        "tokens": step.tokens,
+        "finish_reason": str(step.finish_reason),
+        "escalated": step.escalated,
+        "decision": decision,
+        "policy_seconds": step.policy_seconds,
+        "extra_target_samples": step.extra_target_samples,
+        "draft": _output_dict(step.draft),
+        "target": _output_dict(step.target),
+    }

@@ -1,0 +1,42 @@
+"""`arbitrage solve` end to end on real models."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+pytestmark = pytest.mark.slow
+
+QUESTION = "Tom has 3 apples and buys 5 more. How many apples does he have now?"
+
+
+def solve(*args: str) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "arbitrage.cli.main", "solve", QUESTION, "--draft", "gemma3-270m",
+           "--target", "smollm2-135m", "--max-steps", "5", "--max-step-tokens", "64", *args]  # fmt: skip
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+
+
+def test_solve_json_trace_attributes_steps_to_both_models() -> None:
+    result = solve("--policy", "random", "--p", "0.5", "--seed", "1", "--json")
+    assert result.returncode == 0, result.stderr
+    trace = json.loads(result.stdout)
+    assert trace["policy"] == "random(p=0.5)"
+    assert {s["model"] for s in trace["steps"]} == {"gemma3-270m", "smollm2-135m"}
+    assert trace["usage"]["draft"]["calls"] >= len(trace["steps"])
+    assert trace["usage"]["target"]["calls"] == sum(1 for s in trace["steps"] if s["role"] == "target")
+    assert 0 < trace["acceptance_rate"] < 1
+    for step in trace["steps"]:
+        assert step["draft"]["token_logprobs"]
+        assert step["decision"]["escalate"] == (step["role"] == "target")
+    assert trace["stop_reason"] in {"eos", "answer", "max_steps", "max_tokens", "repetition"}
+
+
+def test_solve_human_output_marks_models_and_summarises() -> None:
+    result = solve("--policy", "draft")
+    assert result.returncode == 0, result.stderr
+    assert "draft  gemma3-270m" in result.stdout
+    assert "acceptance rate 1.00" in result.stdout
+    assert "answer" in result.stdout
