@@ -10,5 +10,10 @@ if [ ! -x .venv/bin/python ]; then
   "$PYTHON" -m venv .venv
 fi
 .venv/bin/python -m pip install --quiet --disable-pip-version-check --upgrade pip
+if ! .venv/bin/python -c "import torch" 2>/dev/null; then
+  # The CPU build (a local file on these machines); GPU users install the torch build they want first.
+  echo "== installing torch (CPU build)"
+  .venv/bin/python -m pip install --quiet --disable-pip-version-check "torch==2.13.0"
+fi
 echo "== installing arbitrage (compiles llama-cpp-python on first use; this can take several minutes)"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -e ".[dev]"
