@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from arbitrage.cli.evaluate import evaluate
 from arbitrage.cli.models import models_app
 from arbitrage.cli.solve import solve
 
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 app.command()(solve)
+app.command("eval")(evaluate)
 
 
 @app.callback()

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from arbitrage.evaluation.summary import EvalSummary
 from arbitrage.trace import SolveTrace, StepRecord
 
 
@@ -58,3 +61,31 @@ def print_summary(console: Console, trace: SolveTrace) -> None:
         f"wall s {trace.wall_seconds:.1f}   stop {trace.stop_reason}"
     )
     console.print(f"[bold]answer[/] {escape(str(trace.answer))}")
+
+
+def print_eval_summary(console: Console, summary: EvalSummary, out: Path) -> None:
+    """The headline numbers of an evaluation run."""
+    lo, hi = summary.accuracy_ci
+    table = Table(title=f"{summary.policy}: {summary.problems} problems", show_header=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    s = summary
+    rows = [
+        ("accuracy", f"{s.accuracy:.3f} ({s.correct}/{s.problems}, 95% CI {lo:.3f}–{hi:.3f})"),
+        ("acceptance rate (steps)", _fmt(summary.acceptance_rate, ".3f")),
+        ("acceptance rate (tokens)", _fmt(summary.token_acceptance_rate, ".3f")),
+        ("target-call rate", _fmt(summary.target_call_rate, ".3f")),
+        ("steps / problem", f"{summary.steps_mean:.1f}"),
+        ("draft / target tokens / problem", f"{s.draft_tokens_mean:.0f} / {s.target_tokens_mean:.0f}"),
+        ("latency mean / median / p90 (s)",
+         f"{summary.latency_mean_s:.1f} / {summary.latency_median_s:.1f} / {summary.latency_p90_s:.1f}"),
+        ("policy (PRM/router) s per problem", f"{summary.policy_seconds_mean:.3f}"),
+        ("escalations", str(summary.escalations)),
+        ("errors", str(summary.errors)),
+    ]  # fmt: skip
+    if summary.wasted_escalations is not None:
+        rows.append(("wasted escalations (diagnosed)", str(summary.wasted_escalations)))
+    for name, value in rows:
+        table.add_row(name, value)
+    console.print(table)
+    console.print(f"records: {out / 'records.jsonl'}   summary: {out / 'summary.json'}")

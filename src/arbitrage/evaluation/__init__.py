@@ -1,0 +1,1 @@
+"""Evaluation harness: datasets, grading, evaluation runs and their summaries."""

@@ -1,0 +1,143 @@
+"""Run a policy over problems: one JSON line per problem, resumable, graded in the main thread.
+
+The output folder holds ``run.json`` (the run's configuration), ``records.jsonl`` (one line per
+problem, appended and flushed as each finishes) and ``summary.json``. Re-running the same command
+skips the problems already recorded; a different configuration in the same folder is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from arbitrage.engine import Engine
+from arbitrage.errors import ArbitrageError, ConfigError
+from arbitrage.evaluation.datasets import Problem
+from arbitrage.evaluation.grading import grade
+from arbitrage.evaluation.summary import EvalSummary, summarize
+from arbitrage.trace import SolveTrace
+
+logger = logging.getLogger(__name__)
+
+RECORDS = "records.jsonl"
+
+
+def record_for(problem: Problem, trace: SolveTrace | None, error: str | None = None) -> dict[str, Any]:
+    """The JSON line written for one problem."""
+    base: dict[str, Any] = {
+        "id": problem.id,
+        "dataset": problem.dataset,
+        "gold": problem.answer,
+        "error": error,
+    }
+    if trace is None:
+        return {**base, "correct": False, "predicted": None}
+    verdict = grade(trace.solution, problem.answer)
+    draft, target = trace.usage["draft"], trace.usage["target"]
+    diagnosed = any("target_reward_diagnostic" in s.decision.info for s in trace.steps)
+    wasted = getattr(trace, "wasted_escalations", None)
+    return {
+        **base,
+        "predicted": verdict.predicted,
+        "correct": verdict.correct,
+        "grade_error": verdict.error,
+        "policy": trace.policy,
+        "stop_reason": trace.stop_reason,
+        "steps": len(trace.steps),
+        "draft_steps": sum(1 for s in trace.steps if s.role == "draft"),
+        "solution_tokens": sum(s.tokens for s in trace.steps),
+        "draft_kept_tokens": sum(s.tokens for s in trace.steps if s.role == "draft"),
+        "escalations": sum(1 for s in trace.steps if s.escalated),
+        "wasted_escalations": wasted if (wasted is not None and diagnosed) else None,
+        "target_calls": target.calls,
+        "draft_generated_tokens": draft.generated_tokens,
+        "target_generated_tokens": target.generated_tokens,
+        "draft_seconds": draft.seconds,
+        "target_seconds": target.seconds,
+        "draft_prefill_tokens": draft.prefill_tokens,
+        "target_prefill_tokens": target.prefill_tokens,
+        "policy_seconds": trace.policy_seconds,
+        "wall_seconds": trace.wall_seconds,
+        "route": "".join("T" if s.role == "target" else "D" for s in trace.steps),
+        "solution": trace.solution,
+    }
+
+
+def _load_done(path: Path) -> list[dict[str, Any]]:
+    records = []
+    if path.is_file():
+        with path.open() as fh:
+            for lineno, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    records.append(json.loads(line))
+                except json.JSONDecodeError:  # a line cut by a kill: drop it, the problem reruns
+                    logger.warning("%s:%d is incomplete; that problem will run again", path, lineno)
+    return records
+
+
+def prepare_output(out: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
+    """Create or reopen an output folder; return the records already there."""
+    out.mkdir(parents=True, exist_ok=True)
+    run_file = out / "run.json"
+    if run_file.is_file():
+        previous = json.loads(run_file.read_text())
+        if previous != config:
+            changed = sorted(k for k in set(previous) | set(config) if previous.get(k) != config.get(k))
+            raise ConfigError(
+                f"{out} holds a run with a different configuration ({', '.join(changed)}); "
+                "use another --out folder or delete it"
+            )
+    else:
+        run_file.write_text(json.dumps(config, indent=2, sort_keys=True))
+    done = _load_done(out / RECORDS)
+    # rewrite without damaged lines so appends stay valid JSON lines
+    with (out / RECORDS).open("w") as fh:
+        for record in done:
+            fh.write(json.dumps(record) + "\n")
+    return done
+
+
+def run_eval(
+    problems: Sequence[Problem],
+    engine: Engine,
+    out: Path,
+    config: dict[str, Any],
+    on_record: Callable[[dict[str, Any]], None] | None = None,
+    show_progress: bool = True,
+) -> EvalSummary:
+    """Solve every problem not yet recorded in ``out``; append a record per problem; summarise."""
+    done = prepare_output(out, config)
+    done_ids = {r["id"] for r in done}
+    todo = [p for p in problems if p.id not in done_ids]
+    wanted = {p.id for p in problems}
+    from tqdm import tqdm
+
+    with (out / RECORDS).open("a") as fh, tqdm(total=len(problems), initial=len(problems) - len(todo),
+                                                desc=config.get("policy", "eval"), disable=not show_progress,
+                                                unit="problem") as bar:  # fmt: skip
+        for problem in todo:
+            try:
+                trace = engine.solve(problem.question)
+                record = record_for(problem, trace)
+            except ArbitrageError as exc:
+                logger.error("problem %s failed: %s", problem.id, exc)
+                record = record_for(problem, None, error=str(exc))
+            fh.write(json.dumps(record) + "\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+            done.append(record)
+            if on_record is not None:
+                on_record(record)
+            bar.update(1)
+            correct = sum(1 for r in done if r.get("correct") and r["id"] in wanted)
+            bar.set_postfix(acc=f"{correct}/{sum(1 for r in done if r['id'] in wanted)}")
+    selected = [r for r in done if r["id"] in wanted]
+    summary = summarize(selected, str(config.get("policy", "")))
+    (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))
+    return summary

@@ -1,0 +1,98 @@
+"""Summaries of evaluation records: accuracy with a confidence interval, acceptance, cost, latency.
+
+Formulas (over the problems of a run):
+- accuracy = correct / problems, with a 95% Wilson score interval.
+- acceptance_rate = Σ draft-kept steps / Σ steps (pooled over all steps of all problems).
+- token_acceptance_rate = Σ draft-kept tokens / Σ solution tokens (the official code's weighting).
+- target_call_rate = Σ target step calls / Σ steps.
+- latency = per-problem wall seconds: mean, median, p90 (nearest-rank).
+- wasted_escalation_rate = Σ wasted escalations / Σ diagnosed escalations (when diagnosed).
+"""
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+
+def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
+    """95% Wilson score interval for a binomial proportion."""
+    if n == 0:
+        return (0.0, 0.0)
+    p = successes / n
+    denom = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denom
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile (q in [0, 100])."""
+    ordered = sorted(values)
+    rank = max(1, math.ceil(q / 100 * len(ordered)))
+    return ordered[rank - 1]
+
+
+@dataclass(frozen=True, slots=True)
+class EvalSummary:
+    """One evaluation run, summarised. Written to ``summary.json`` and read by sweeps and reports."""
+
+    policy: str
+    problems: int
+    errors: int  # problems whose solve failed (counted as incorrect)
+    correct: int
+    accuracy: float
+    accuracy_ci: tuple[float, float]  # 95% Wilson interval
+    acceptance_rate: float | None  # step-level, pooled
+    token_acceptance_rate: float | None
+    target_call_rate: float | None
+    steps_mean: float
+    draft_tokens_mean: float  # generated tokens per problem, kept or not
+    target_tokens_mean: float
+    latency_mean_s: float
+    latency_median_s: float
+    latency_p90_s: float
+    policy_seconds_mean: float  # PRM / router time per problem (inside the latency)
+    escalations: int
+    wasted_escalations: int | None  # when diagnosed
+    replayed: int = 0  # problems whose generations were replayed from a step cache
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def summarize(records: Sequence[dict[str, Any]], policy: str) -> EvalSummary:
+    """Summarise per-problem records as written by the evaluation runner."""
+    n = len(records)
+    ok = [r for r in records if r.get("error") is None]
+    correct = sum(1 for r in records if r.get("correct"))
+    steps = sum(r["steps"] for r in ok)
+    draft_steps = sum(r["draft_steps"] for r in ok)
+    tokens = sum(r["solution_tokens"] for r in ok)
+    draft_tokens = sum(r["draft_kept_tokens"] for r in ok)
+    latencies = [r["wall_seconds"] for r in ok] or [0.0]
+    diagnosed = [r for r in ok if r.get("wasted_escalations") is not None]
+    return EvalSummary(
+        policy=policy,
+        problems=n,
+        errors=n - len(ok),
+        correct=correct,
+        accuracy=correct / n if n else 0.0,
+        accuracy_ci=wilson_interval(correct, n),
+        acceptance_rate=draft_steps / steps if steps else None,
+        token_acceptance_rate=draft_tokens / tokens if tokens else None,
+        target_call_rate=sum(r["target_calls"] for r in ok) / steps if steps else None,
+        steps_mean=statistics.mean(r["steps"] for r in ok) if ok else 0.0,
+        draft_tokens_mean=statistics.mean(r["draft_generated_tokens"] for r in ok) if ok else 0.0,
+        target_tokens_mean=statistics.mean(r["target_generated_tokens"] for r in ok) if ok else 0.0,
+        latency_mean_s=statistics.mean(latencies),
+        latency_median_s=statistics.median(latencies),
+        latency_p90_s=percentile(latencies, 90),
+        policy_seconds_mean=statistics.mean(r["policy_seconds"] for r in ok) if ok else 0.0,
+        escalations=sum(r["escalations"] for r in ok),
+        wasted_escalations=sum(r["wasted_escalations"] for r in diagnosed) if diagnosed else None,
+        replayed=sum(1 for r in ok if r.get("replayed")),
+    )
