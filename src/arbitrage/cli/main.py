@@ -10,7 +10,9 @@ import typer
 
 from arbitrage.cli.evaluate import evaluate
 from arbitrage.cli.models import models_app
+from arbitrage.cli.report import report
 from arbitrage.cli.solve import solve
+from arbitrage.cli.sweep import sweep
 
 app = typer.Typer(
     name="arbitrage",
@@ -23,6 +25,8 @@ app = typer.Typer(
 app.add_typer(models_app, name="models")
 app.command()(solve)
 app.command("eval")(evaluate)
+app.command()(sweep)
+app.command()(report)
 
 
 @app.callback()

@@ -89,3 +89,28 @@ def print_eval_summary(console: Console, summary: EvalSummary, out: Path) -> Non
         table.add_row(name, value)
     console.print(table)
     console.print(f"records: {out / 'records.jsonl'}   summary: {out / 'summary.json'}")
+
+
+def print_sweep_table(console: Console, summaries: list[EvalSummary], out: Path) -> None:
+    """One row per sweep point."""
+    table = Table(title=f"sweep: {out}")
+    for column in (
+        "policy",
+        "accuracy",
+        "acceptance",
+        "target calls",
+        "latency median s",
+        "replayed/live calls",
+    ):
+        table.add_column(column, justify="right")
+    for s in summaries:
+        table.add_row(
+            s.policy,
+            f"{s.accuracy:.3f}",
+            _fmt(s.acceptance_rate, ".3f"),
+            _fmt(s.target_call_rate, ".3f"),
+            f"{s.latency_median_s:.1f}",
+            f"{s.replayed_calls}/{s.live_calls}",
+        )
+    console.print(table)
+    console.print(f"sweep summary: {out / 'sweep.json'}   plots: arbitrage report {out}")

@@ -38,6 +38,8 @@ def record_for(problem: Problem, trace: SolveTrace | None, error: str | None = N
         return {**base, "correct": False, "predicted": None}
     verdict = grade(trace.solution, problem.answer)
     draft, target = trace.usage["draft"], trace.usage["target"]
+    outputs = [o for s in trace.steps for o in (s.draft, s.target) if o is not None]
+    replayed = sum(1 for o in outputs if o.extra.get("replayed"))
     diagnosed = any("target_reward_diagnostic" in s.decision.info for s in trace.steps)
     wasted = getattr(trace, "wasted_escalations", None)
     return {
@@ -62,6 +64,10 @@ def record_for(problem: Problem, trace: SolveTrace | None, error: str | None = N
         "target_prefill_tokens": target.prefill_tokens,
         "policy_seconds": trace.policy_seconds,
         "wall_seconds": trace.wall_seconds,
+        # latency = Σ measured call costs + policy time: comparable whether calls were live or replayed
+        "latency_seconds": draft.seconds + target.seconds + trace.policy_seconds,
+        "replayed_calls": replayed,
+        "live_calls": len(outputs) - replayed,
         "route": "".join("T" if s.role == "target" else "D" for s in trace.steps),
         "solution": trace.solution,
     }

@@ -5,7 +5,9 @@ Formulas (over the problems of a run):
 - acceptance_rate = Σ draft-kept steps / Σ steps (pooled over all steps of all problems).
 - token_acceptance_rate = Σ draft-kept tokens / Σ solution tokens (the official code's weighting).
 - target_call_rate = Σ target step calls / Σ steps.
-- latency = per-problem wall seconds: mean, median, p90 (nearest-rank).
+- latency = per-problem Σ measured call seconds (draft + target) + policy seconds: mean, median, p90
+  (nearest-rank). Equal to the wall time up to the engine's own overhead for live calls, and still
+  defined when calls were replayed from a step cache (their stored costs are summed).
 - wasted_escalation_rate = Σ wasted escalations / Σ diagnosed escalations (when diagnosed).
 """
 
@@ -58,7 +60,9 @@ class EvalSummary:
     policy_seconds_mean: float  # PRM / router time per problem (inside the latency)
     escalations: int
     wasted_escalations: int | None  # when diagnosed
-    replayed: int = 0  # problems whose generations were replayed from a step cache
+    wall_mean_s: float = 0.0  # measured wall seconds per problem (meaningful for live calls only)
+    replayed_calls: int = 0  # model calls replayed from a step cache (costs summed, not re-measured)
+    live_calls: int = 0  # model calls measured in this run
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -73,7 +77,7 @@ def summarize(records: Sequence[dict[str, Any]], policy: str) -> EvalSummary:
     draft_steps = sum(r["draft_steps"] for r in ok)
     tokens = sum(r["solution_tokens"] for r in ok)
     draft_tokens = sum(r["draft_kept_tokens"] for r in ok)
-    latencies = [r["wall_seconds"] for r in ok] or [0.0]
+    latencies = [r["latency_seconds"] for r in ok] or [0.0]
     diagnosed = [r for r in ok if r.get("wasted_escalations") is not None]
     return EvalSummary(
         policy=policy,
@@ -94,5 +98,7 @@ def summarize(records: Sequence[dict[str, Any]], policy: str) -> EvalSummary:
         policy_seconds_mean=statistics.mean(r["policy_seconds"] for r in ok) if ok else 0.0,
         escalations=sum(r["escalations"] for r in ok),
         wasted_escalations=sum(r["wasted_escalations"] for r in diagnosed) if diagnosed else None,
-        replayed=sum(1 for r in ok if r.get("replayed")),
+        wall_mean_s=statistics.mean(r["wall_seconds"] for r in ok) if ok else 0.0,
+        replayed_calls=sum(r.get("replayed_calls", 0) for r in ok),
+        live_calls=sum(r.get("live_calls", 0) for r in ok),
     )

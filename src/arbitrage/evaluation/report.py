@@ -1,0 +1,177 @@
+"""Reports from sweep results: accuracy-vs-acceptance and accuracy-vs-latency plots, speedups at
+matched accuracy, and the RSD waste analysis, as PNG files and a Markdown page.
+
+Speedup at matched accuracy: for each policy family its *frontier* is the lowest mean latency that
+reaches at least a given accuracy, interpolated linearly between the family's points ordered by
+latency (``latency_at``). For families A and B the speedup of A over B at accuracy a is
+``latency_B(a) / latency_A(a)``; it is reported at the highest accuracy both families reach (the
+matched accuracy is stated) and against target-only decoding at the target's own accuracy.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from arbitrage.errors import ConfigError
+
+FAMILY_ORDER = ("router", "oracle", "rsd", "random")
+
+
+@dataclass(frozen=True, slots=True)
+class Point:
+    """One sweep point as the report sees it."""
+
+    family: str  # policy family: draft, target, random, rsd, oracle, router
+    label: str
+    accuracy: float
+    acceptance: float  # step-level acceptance rate
+    latency: float  # mean per-problem latency, seconds
+    latency_median: float
+    target_call_rate: float
+    escalations: int
+    wasted: int | None
+
+
+def load_points(sweep_dir: Path) -> list[Point]:
+    path = sweep_dir / "sweep.json"
+    if not path.is_file():
+        raise ConfigError(f"No sweep results in {sweep_dir} (expected {path}); run `arbitrage sweep` first")
+    rows: list[dict[str, Any]] = json.loads(path.read_text())
+    return [
+        Point(
+            family=row["policy_name"],
+            label=row["policy"],
+            accuracy=row["accuracy"],
+            acceptance=row["acceptance_rate"] if row["acceptance_rate"] is not None else float("nan"),
+            latency=row["latency_mean_s"],
+            latency_median=row["latency_median_s"],
+            target_call_rate=row["target_call_rate"] or 0.0,
+            escalations=row["escalations"],
+            wasted=row.get("wasted_escalations"),
+        )
+        for row in rows
+    ]
+
+
+def latency_at(points: list[Point], accuracy: float) -> float | None:
+    """Lowest latency reaching ``accuracy`` on the family's frontier (None if never reached)."""
+    ordered = sorted(points, key=lambda p: p.latency)
+    frontier: list[Point] = []
+    for p in ordered:  # keep points that improve accuracy as latency grows
+        if not frontier or p.accuracy > frontier[-1].accuracy:
+            frontier.append(p)
+    if not frontier or accuracy > frontier[-1].accuracy:
+        return None
+    if accuracy <= frontier[0].accuracy:
+        return frontier[0].latency
+    for lo, hi in itertools.pairwise(frontier):
+        if lo.accuracy <= accuracy <= hi.accuracy:
+            t = (accuracy - lo.accuracy) / (hi.accuracy - lo.accuracy)
+            return lo.latency + t * (hi.latency - lo.latency)
+    return None
+
+
+def speedups(points: list[Point]) -> list[dict[str, Any]]:
+    """Pairwise speedups at matched accuracy between the policy families present."""
+    families: dict[str, list[Point]] = defaultdict(list)
+    for p in points:
+        families[p.family].append(p)
+    rows = []
+    target = families.get("target")
+    for name in FAMILY_ORDER:
+        if name not in families:
+            continue
+        mine = families[name]
+        others = [
+            o
+            for o in FAMILY_ORDER
+            if o in families and o != name and FAMILY_ORDER.index(o) > FAMILY_ORDER.index(name)
+        ]
+        for other in others:
+            matched = min(max(p.accuracy for p in mine), max(p.accuracy for p in families[other]))
+            a, b = latency_at(mine, matched), latency_at(families[other], matched)
+            if a and b:
+                rows.append({"policy": name, "versus": other, "matched_accuracy": matched, "latency": a,
+                             "versus_latency": b, "speedup": b / a})  # fmt: skip
+        if target:
+            matched = target[0].accuracy
+            a = latency_at(mine, matched)
+            base = target[0].latency
+            if a:
+                rows.append({"policy": name, "versus": "target", "matched_accuracy": matched, "latency": a,
+                             "versus_latency": base, "speedup": base / a})  # fmt: skip
+    return rows
+
+
+def _plot(points: list[Point], x: str, xlabel: str, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    families: dict[str, list[Point]] = defaultdict(list)
+    for p in points:
+        families[p.family].append(p)
+    for name, members in families.items():
+        members = sorted(members, key=lambda p: getattr(p, x))
+        xs = [getattr(p, x) for p in members]
+        ys = [p.accuracy for p in members]
+        if name in ("draft", "target"):
+            ax.scatter(xs, ys, s=80, marker="*", label=f"{name} only", zorder=3)
+        else:
+            ax.plot(xs, ys, marker="o", label=name)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def build_report(sweep_dir: Path, title: str | None = None) -> Path:
+    """Write ``report.md``, ``accuracy_vs_acceptance.png`` and ``accuracy_vs_latency.png``."""
+    points = load_points(sweep_dir)
+    title = title or f"Sweep report: {sweep_dir.name}"
+    _plot(points, "acceptance", "acceptance rate (share of steps kept from the draft)",
+          sweep_dir / "accuracy_vs_acceptance.png", "accuracy vs acceptance rate")  # fmt: skip
+    _plot(points, "latency", "mean latency per problem (s)", sweep_dir / "accuracy_vs_latency.png",
+          "accuracy vs latency")  # fmt: skip
+    lines = [f"# {title}", "",
+             "| policy | accuracy | acceptance | target-call rate | mean latency s | median s |",
+             "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    for p in sorted(points, key=lambda p: (p.family, -p.acceptance if not math.isnan(p.acceptance) else 0)):
+        lines.append(f"| {p.label} | {p.accuracy:.3f} | {p.acceptance:.3f} | {p.target_call_rate:.3f} | "
+                     f"{p.latency:.1f} | {p.latency_median:.1f} |")  # fmt: skip
+    table = speedups(points)
+    lines += ["", "## Speedup at matched accuracy", ""]
+    if table:
+        lines += ["| policy | versus | matched accuracy | latency s | versus latency s | speedup |",
+                  "| --- | --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        lines += [f"| {r['policy']} | {r['versus']} | {r['matched_accuracy']:.3f} | {r['latency']:.1f} | "
+                  f"{r['versus_latency']:.1f} | {r['speedup']:.2f}x |" for r in table]  # fmt: skip
+    else:
+        lines.append("No pair of policy families reaches a common accuracy.")
+    waste = [p for p in points if p.family == "rsd" and p.wasted is not None and p.escalations]
+    if waste:
+        lines += ["", "## RSD waste: escalations whose target step did not beat the draft's reward", "",
+                  "| point | deferral rate | escalations | wasted | share wasted |",
+                  "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        for p in sorted(waste, key=lambda p: p.acceptance, reverse=True):
+            assert p.wasted is not None
+            lines.append(f"| {p.label} | {1 - p.acceptance:.3f} | {p.escalations} | {p.wasted} | "
+                         f"{p.wasted / p.escalations:.3f} |")  # fmt: skip
+    lines += ["", "![accuracy vs acceptance](accuracy_vs_acceptance.png)", "",
+              "![accuracy vs latency](accuracy_vs_latency.png)", ""]  # fmt: skip
+    (sweep_dir / "speedups.json").write_text(json.dumps(table, indent=2))
+    report = sweep_dir / "report.md"
+    report.write_text("\n".join(lines))
+    return report

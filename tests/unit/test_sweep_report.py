@@ -1,0 +1,113 @@
+"""Step cache, sweep grids and reports on scripted models and hand-built points."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from arbitrage.backends.base import FinishReason, StepContext, StepParams
+from arbitrage.backends.cache import CachingGenerator, StepCache
+from arbitrage.backends.scripted import ScriptedGenerator
+from arbitrage.engine import EngineConfig
+from arbitrage.errors import ConfigError
+from arbitrage.evaluation.datasets import Problem
+from arbitrage.evaluation.report import Point, build_report, latency_at, speedups
+from arbitrage.evaluation.sweep import SweepPoint, parse_points, run_sweep
+from arbitrage.policies import PolicyOptions
+
+
+def test_step_cache_replays_with_stored_costs(tmp_path: Path) -> None:
+    inner = ScriptedGenerator("m", ["one two", "three"], seconds_per_token=0.5)
+    cache = StepCache(tmp_path / "c.sqlite")
+    gen = CachingGenerator(inner, cache)
+    ctx, params = StepContext("q"), StepParams()
+    live = gen.generate_step(ctx, params)
+    replay = gen.generate_step(ctx, params)
+    assert len(inner.calls) == 1 and gen.hits == 1 and gen.misses == 1
+    assert replay.text == live.text and replay.decode_seconds == live.decode_seconds == 1.0
+    assert replay.finish_reason == FinishReason.STEP and replay.extra["replayed"] is True
+    assert "replayed" not in live.extra
+    # other parameters, other context or another model id miss
+    gen.generate_step(ctx, StepParams(max_step_tokens=5))
+    gen.generate_step(StepContext("q", ("one two",)), params)
+    CachingGenerator(inner, cache, model_id="other").generate_step(ctx, params)
+    assert len(inner.calls) == 4
+    # unseeded sampling is never cached
+    gen.generate_step(ctx, StepParams(temperature=0.7))
+    gen.generate_step(ctx, StepParams(temperature=0.7))
+    assert len(inner.calls) == 6
+    cache.close()
+    reopened = StepCache(tmp_path / "c.sqlite")
+    assert len(reopened) == 4
+
+
+def test_parse_points() -> None:
+    points = parse_points("draft; target; random:p=0.25,0.5")
+    assert [p.slug for p in points] == ["draft", "target", "random_p=0.25", "random_p=0.5"]
+    for bad in ("random:q=1", "random:p=abc", "random:p", ""):
+        with pytest.raises(ConfigError):
+            parse_points(bad)
+
+
+def test_run_sweep_shares_the_cache_between_points(tmp_path: Path) -> None:
+    draft = ScriptedGenerator(
+        "d", lambda c: ("d step" if len(c.steps) < 2 else "\\boxed{2}", FinishReason.STEP)
+    )
+    target = ScriptedGenerator(
+        "t", lambda c: ("t step" if len(c.steps) < 2 else "\\boxed{2}", FinishReason.STEP)
+    )
+    cache = StepCache(tmp_path / "cache.sqlite")
+    cd, ct = CachingGenerator(draft, cache), CachingGenerator(target, cache)
+    problems = [Problem("0", "one plus one", "2", "toy"), Problem("1", "two minus zero", "2", "toy")]
+    points = [SweepPoint("draft"), SweepPoint("target"), SweepPoint("random", "p", 0.5)]
+    results = run_sweep(problems, cd, ct, points, tmp_path, EngineConfig(), PolicyOptions(), {"data": "toy"})
+    assert [s.accuracy for _, s in results] == [1.0, 1.0, 1.0]
+    assert results[2][1].replayed_calls > 0  # the random point replays steps the first two generated
+    for gen in (draft, target):  # every distinct context was generated once, whatever point asked
+        keys = [(c.question, c.steps) for c in gen.calls]
+        assert len(keys) == len(set(keys))
+    data = json.loads((tmp_path / "sweep.json").read_text())
+    assert [d["point"] for d in data] == ["draft", "target", "random_p=0.5"]
+
+
+def pt(family: str, acc: float, lat: float, acc_rate: float = 0.5) -> Point:
+    return Point(family, f"{family}@{lat}", acc, acc_rate, lat, lat, 1 - acc_rate, 10, 4)
+
+
+def test_latency_at_interpolates_the_frontier() -> None:
+    curve = [pt("rsd", 0.4, 10), pt("rsd", 0.5, 20), pt("rsd", 0.45, 30), pt("rsd", 0.6, 40)]
+    assert latency_at(curve, 0.4) == 10
+    assert latency_at(curve, 0.45) == pytest.approx(
+        15
+    )  # between (0.4, 10) and (0.5, 20); (0.45, 30) is dominated
+    assert latency_at(curve, 0.55) == pytest.approx(30)
+    assert latency_at(curve, 0.7) is None
+
+
+def test_speedups_at_matched_accuracy() -> None:
+    points = [pt("target", 0.6, 40, 0.0), pt("draft", 0.3, 10, 1.0), pt("router", 0.5, 15), pt("router", 0.6, 20),
+              pt("rsd", 0.5, 25), pt("rsd", 0.6, 30)]  # fmt: skip
+    rows = {(r["policy"], r["versus"]): r for r in speedups(points)}
+    assert rows[("router", "rsd")]["matched_accuracy"] == 0.6
+    assert rows[("router", "rsd")]["speedup"] == pytest.approx(1.5)
+    assert rows[("router", "target")]["speedup"] == pytest.approx(2.0)
+    assert rows[("rsd", "target")]["speedup"] == pytest.approx(40 / 30)
+
+
+def test_build_report_writes_plots_and_markdown(tmp_path: Path) -> None:
+    rows = []
+    for family, value, acc, acceptance, lat in [("draft", None, 0.3, 1.0, 10.0), ("target", None, 0.6, 0.0, 40.0),
+                                                ("rsd", 0.5, 0.5, 0.6, 25.0), ("rsd", 0.9, 0.58, 0.2, 35.0)]:  # fmt: skip
+        rows.append({"point": family, "policy_name": family, "param": None, "value": value, "policy": family,
+                     "accuracy": acc, "acceptance_rate": acceptance, "latency_mean_s": lat, "latency_median_s": lat,
+                     "target_call_rate": 1 - acceptance, "escalations": 10, "wasted_escalations": 4})  # fmt: skip
+    (tmp_path / "sweep.json").write_text(json.dumps(rows))
+    report = build_report(tmp_path).read_text()
+    assert (tmp_path / "accuracy_vs_acceptance.png").stat().st_size > 1000
+    assert (tmp_path / "accuracy_vs_latency.png").stat().st_size > 1000
+    assert "| rsd | target | 0.600 |" not in report  # rsd never reaches the target's 0.6
+    assert "RSD waste" in report and "| 0.400 |" in report
+    with pytest.raises(ConfigError, match="No sweep results"):
+        build_report(tmp_path / "missing")
