@@ -1,0 +1,1 @@
+"""The Arbitrage Router: oracle-labelled step data, router training, evaluation and routing."""
