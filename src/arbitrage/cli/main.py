@@ -9,6 +9,7 @@ from typing import Annotated
 import typer
 
 from arbitrage.cli.models import models_app
+from arbitrage.cli.serve import serve
 from arbitrage.cli.solve import solve
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 app.command()(solve)
+app.command()(serve)
 
 
 @app.callback()
