@@ -151,3 +151,29 @@ def test_disconnect_while_queued_frees_the_place() -> None:
         text = client.get("/metrics").text
         assert metric(text, "arbitrage_solves_total", outcome="cancelled") == 1
         assert metric(text, "arbitrage_solves_total", outcome="completed") == 1
+
+
+def test_keep_alive_comments_while_a_step_runs() -> None:
+    draft, target = gated_pair()
+    with running_server(draft, target, sse_keepalive=0.05) as (_server, client):
+        lines: list[str] = []
+        with client.stream("POST", "/v1/chat/completions", json=body(stream=True)) as response:
+            for line in response.iter_lines():
+                lines.append(line)
+                if line.startswith(": keep-alive"):
+                    draft.open()  # the step may now finish
+        assert "data: [DONE]" in lines
+        assert any(line.startswith(": keep-alive") for line in lines)
+
+
+def test_openai_client_reads_streams_with_keep_alives() -> None:
+    import openai
+
+    draft, target = (GatedGenerator(g, seconds_per_token=0.01) for g in scripted_pair())
+    with running_server(draft, target, sse_keepalive=0.005) as (server, _client):
+        client = openai.OpenAI(base_url=f"{server.url}/v1", api_key="unused", max_retries=0)
+        stream = client.chat.completions.create(
+            model="arbitrage/draft", messages=[{"role": "user", "content": "q?"}], stream=True
+        )
+        text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
+    assert text == "\n\n".join(DRAFT_STEPS)

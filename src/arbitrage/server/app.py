@@ -316,6 +316,21 @@ async def _collect(
             return JSONResponse(body)
 
 
+class SolveStreamResponse(StreamingResponse):
+    """A streaming response that runs ``on_close`` however it ends, even if its body never started
+    (a client gone before the first byte: the body generator's own ``finally`` would not run)."""
+
+    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None], **kwargs: Any) -> None:
+        super().__init__(content, **kwargs)
+        self._on_close = on_close
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await super().__call__(scope, receive, send)
+        finally:
+            self._on_close()
+
+
 async def _stream(
     state: ServerState, job: SolveJob, execution: Execution, answer: AnswerText, outcome: Outcome
 ) -> AsyncIterator[str]:
@@ -324,14 +339,17 @@ async def _stream(
     try:
         if job.kind == "chat":
             yield sse(chunk(job, rid, created, text="", role=True))
+        keepalive = state.settings.sse_keepalive or None
         while True:
             try:
-                event = await execution.next_event()
+                event = await execution.next_event_within(keepalive)
             except SolveTimeout:
                 outcome.set("timeout")
                 yield sse(_timeout(job).body())
                 return
-            if isinstance(event, StepDone):
+            if event is None:
+                yield ": keep-alive\n\n"  # an SSE comment: keeps proxies and clients from timing out
+            elif isinstance(event, StepDone):
                 if event.record.index == 0:
                     state.metrics.first_step_seconds.observe(time.monotonic() - execution.arrived)
                 extension = {"step": step_report(event.record, with_text=False)}
@@ -406,8 +424,14 @@ async def _complete(
             raise _failure(first.error)
         if job.stream:
             watcher.close()  # from here on the streaming response watches the connection itself
-            return StreamingResponse(
+
+            def closed() -> None:
+                execution.stop()
+                outcome.set("cancelled")  # no-op when the stream recorded its outcome
+
+            return SolveStreamResponse(
                 _stream(state, job, execution, answer, outcome),
+                on_close=closed,
                 media_type="text/event-stream",
                 headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
             )

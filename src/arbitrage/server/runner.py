@@ -96,9 +96,20 @@ class Execution:
 
     async def next_event(self) -> Event:
         """The worker's next event; raises :class:`SolveTimeout` (and stops the worker) at the deadline."""
+        event = await self.next_event_within(None)
+        assert event is not None
+        return event
+
+    async def next_event_within(self, wait: float | None) -> Event | None:
+        """Like :meth:`next_event`, but returns None when ``wait`` seconds pass first (for keep-alives)."""
+        remaining = self.remaining()
+        heartbeat = wait is not None and wait < remaining
         try:
-            return await asyncio.wait_for(self.events.get(), timeout=max(0.0, self.remaining()))
+            limit = wait if heartbeat and wait is not None else max(0.0, remaining)
+            return await asyncio.wait_for(self.events.get(), timeout=limit)
         except TimeoutError:
+            if heartbeat:
+                return None
             self.stop()
             raise SolveTimeout from None
 

@@ -95,6 +95,7 @@ class ServerSettings(BaseSettings):
     max_queue: int = Field(default=8, ge=0)  # admitted requests waiting for a slot; beyond: 429
     request_timeout: float = Field(default=600.0, gt=0)  # seconds from arrival (queue wait included)
     max_request_bytes: int = Field(default=1_000_000, ge=1024)  # larger bodies get 413
+    sse_keepalive: float = Field(default=15.0, ge=0)  # seconds between SSE comments while a step runs; 0: off
 
     # binding and auth
     host: str = "127.0.0.1"
