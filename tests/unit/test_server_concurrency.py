@@ -177,3 +177,35 @@ def test_openai_client_reads_streams_with_keep_alives() -> None:
         )
         text = "".join(chunk.choices[0].delta.content or "" for chunk in stream if chunk.choices)
     assert text == "\n\n".join(DRAFT_STEPS)
+
+
+def test_shutdown_during_a_stream_stops_the_solve() -> None:
+    import threading
+
+    from arbitrage.server import BackgroundServer, create_app
+    from tests.unit.server_fakes import settings
+
+    draft, target = (GatedGenerator(g, seconds_per_token=0.01) for g in scripted_pair(LONG, LONG))
+    server = BackgroundServer(
+        create_app(settings(), generators=(draft, target)), graceful_timeout=0.2
+    ).start()
+    seen: list[str] = []
+
+    def read() -> None:
+        client = httpx.Client(base_url=server.url, timeout=60)
+        with (
+            contextlib.suppress(httpx.HTTPError),
+            client,
+            client.stream("POST", "/v1/chat/completions", json=body(stream=True)) as response,
+        ):
+            seen.extend(response.iter_lines())
+
+    reader = threading.Thread(target=read)
+    reader.start()
+    wait_until(lambda: len(draft.calls) >= 3, "solve under way")
+    server.stop()
+    reader.join(timeout=60)
+    assert not reader.is_alive()
+    assert len(draft.calls) < 100  # stopped long before its step limit
+    assert state_of(server).runner.running == 0  # shutdown waited for the worker
+    assert "data: [DONE]" not in seen

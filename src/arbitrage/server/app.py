@@ -17,28 +17,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 from fastapi import Depends, FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
-from pydantic import BaseModel, ValidationError
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from fastapi.responses import JSONResponse, Response
 
 from arbitrage.backends.base import Generator
 from arbitrage.engine import Engine, EngineConfig, StepCallback, StopCheck
 from arbitrage.errors import ArbitrageError
 from arbitrage.policies import PolicyOptions, RoutingPolicy
-from arbitrage.server.errors import APIError, bad_request, describe_errors, error_body, install_error_handlers
+from arbitrage.server.errors import APIError, bad_request, error_body, install_error_handlers
 from arbitrage.server.jobs import PolicyCache, SolveJob, base_policy_options, build_job, check_policies
-from arbitrage.server.metrics import CONTENT_TYPE, ServerMetrics
+from arbitrage.server.metrics import CONTENT_TYPE, ServerMetrics, SolveOutcome
 from arbitrage.server.responses import (
     arbitrage_report,
     chunk,
@@ -64,11 +60,16 @@ from arbitrage.server.runner import (
 from arbitrage.server.schemas import ChatCompletionRequest, CompletionRequest
 from arbitrage.server.settings import ServerSettings, load_server_settings
 from arbitrage.server.text import AnswerText
+from arbitrage.server.transport import (
+    DisconnectWatcher,
+    RequestMetrics,
+    SolveStreamResponse,
+    check_bearer,
+    read_body,
+)
 from arbitrage.trace import SolveTrace
 
 logger = logging.getLogger(__name__)
-
-ENDPOINTS = ("/v1/chat/completions", "/v1/completions", "/v1/models", "/health", "/metrics")
 
 
 class SolveEngine(Protocol):
@@ -127,112 +128,8 @@ def _state(request: Request) -> ServerState:
     return state
 
 
-# -- plumbing: metrics middleware, auth, body parsing, disconnects ------------------------------------
-
-
-class RequestMetrics:
-    """Pure ASGI middleware: counts every HTTP request by route and status, and times it to the last byte."""
-
-    def __init__(self, app: ASGIApp, metrics: ServerMetrics) -> None:
-        self.app = app
-        self.metrics = metrics
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
-        start = time.perf_counter()
-        status = 500
-
-        async def send_status(message: Message) -> None:
-            nonlocal status
-            if message["type"] == "http.response.start":
-                status = message["status"]
-            await send(message)
-
-        try:
-            await self.app(scope, receive, send_status)
-        finally:
-            path = scope.get("path", "")
-            endpoint = (
-                path if path in ENDPOINTS else "/v1/models" if path.startswith("/v1/models/") else "other"
-            )
-            self.metrics.observe_request(endpoint, status, time.perf_counter() - start)
-
-
 async def require_api_key(request: Request) -> None:
-    key = _state(request).settings.api_key
-    if key is None:
-        return
-    scheme, _, token = request.headers.get("authorization", "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(
-        token.strip().encode(), key.get_secret_value().encode()
-    ):
-        raise APIError(
-            401,
-            "Invalid or missing API key: send the header 'Authorization: Bearer <key>'",
-            code="invalid_api_key",
-            headers={"WWW-Authenticate": "Bearer"},
-        )
-
-
-M = TypeVar("M", bound=BaseModel)
-
-
-async def read_body(request: Request, model: type[M], limit: int) -> M:
-    """Parse the body as JSON (whatever the Content-Type) and validate it; OpenAI-shaped 4xx if not."""
-    body = bytearray()
-    async for part in request.stream():
-        body += part
-        if len(body) > limit:
-            raise APIError(413, f"The request body is larger than {limit} bytes", code="request_too_large")
-    if not body.strip():
-        raise bad_request("The request body is empty: send a JSON object", code="invalid_json")
-    try:
-        data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise bad_request(f"Malformed JSON in the request body: {exc}", code="invalid_json") from None
-    if not isinstance(data, dict):
-        raise bad_request(f"The request body must be a JSON object, not {type(data).__name__}")
-    try:
-        return model.model_validate(data)
-    except ValidationError as exc:
-        message, param = describe_errors(exc.errors())
-        raise bad_request(message, param=param) from None
-
-
-class DisconnectWatcher:
-    """Watches the ASGI receive channel for ``http.disconnect`` while a request waits or solves."""
-
-    def __init__(self, request: Request, on_gone: Callable[[], None]) -> None:
-        self.gone = asyncio.Event()
-        self._receive = request.receive
-        self._on_gone = on_gone
-        self._task = asyncio.create_task(self._watch())
-
-    async def _watch(self) -> None:
-        while True:
-            message = await self._receive()
-            if message["type"] == "http.disconnect":
-                self.gone.set()
-                self._on_gone()
-                return
-
-    def close(self) -> None:
-        self._task.cancel()
-
-
-class Outcome:
-    """Records a request's solve outcome in the metrics exactly once."""
-
-    def __init__(self, metrics: ServerMetrics) -> None:
-        self.metrics = metrics
-        self.value: str | None = None
-
-    def set(self, value: str) -> None:
-        if self.value is None:
-            self.value = value
-            self.metrics.solves.labels(outcome=value).inc()
+    check_bearer(request, _state(request).settings.api_key)
 
 
 # -- the solve, in a worker thread ---------------------------------------------------------------------
@@ -278,7 +175,7 @@ def _timeout(job: SolveJob) -> APIError:
 
 
 async def _collect(
-    state: ServerState, job: SolveJob, execution: Execution, answer: AnswerText, outcome: Outcome
+    state: ServerState, job: SolveJob, execution: Execution, answer: AnswerText, outcome: SolveOutcome
 ) -> JSONResponse:
     """Wait for the whole solve and answer with one JSON body."""
     parts: list[str] = []
@@ -316,23 +213,8 @@ async def _collect(
             return JSONResponse(body)
 
 
-class SolveStreamResponse(StreamingResponse):
-    """A streaming response that runs ``on_close`` however it ends, even if its body never started
-    (a client gone before the first byte: the body generator's own ``finally`` would not run)."""
-
-    def __init__(self, content: AsyncIterator[str], on_close: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(content, **kwargs)
-        self._on_close = on_close
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        try:
-            await super().__call__(scope, receive, send)
-        finally:
-            self._on_close()
-
-
 async def _stream(
-    state: ServerState, job: SolveJob, execution: Execution, answer: AnswerText, outcome: Outcome
+    state: ServerState, job: SolveJob, execution: Execution, answer: AnswerText, outcome: SolveOutcome
 ) -> AsyncIterator[str]:
     """Server-sent events: a chunk per accepted step, a final chunk with the finish reason, ``[DONE]``."""
     rid, created = new_id(job.kind), now()
@@ -401,7 +283,7 @@ async def _complete(
     execution = Execution(job.timeout, arrived)
     answer = AnswerText(settings.separator, job.stops)
     execution.extra_stop = lambda: answer.stopped
-    outcome = Outcome(state.metrics)
+    outcome = SolveOutcome(state.metrics)
     watcher = DisconnectWatcher(request, execution.stop)
     try:
         try:

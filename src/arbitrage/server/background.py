@@ -16,12 +16,27 @@ class BackgroundServer:
     """``with BackgroundServer(app) as server: httpx.get(server.url + "/health")``.
 
     Binds ``host`` (127.0.0.1) on ``port`` (0: a free port, read back after startup). Leaving the block
-    shuts the server down gracefully, running the app's shutdown (solves stop at their next step).
+    shuts the server down: open requests get ``graceful_timeout`` seconds, then are cancelled; the app's
+    shutdown stops running solves at their next step and waits for them.
     """
 
-    def __init__(self, app: FastAPI, host: str = "127.0.0.1", port: int = 0, startup_timeout: float = 120.0):
+    def __init__(
+        self,
+        app: FastAPI,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        startup_timeout: float = 120.0,
+        graceful_timeout: int = 5,
+    ) -> None:
         self.app = app
-        config = uvicorn.Config(app, host=host, port=port, log_level="warning", lifespan="on")
+        config = uvicorn.Config(
+            app,
+            host=host,
+            port=port,
+            log_level="warning",
+            lifespan="on",
+            timeout_graceful_shutdown=graceful_timeout,  # then open streams are cancelled
+        )
         self.server = uvicorn.Server(config)
         self.host = host
         self.port = port

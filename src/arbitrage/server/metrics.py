@@ -122,3 +122,16 @@ class ServerMetrics:
     def exposition(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class SolveOutcome:
+    """Records a request's solve outcome in the metrics exactly once."""
+
+    def __init__(self, metrics: ServerMetrics) -> None:
+        self.metrics = metrics
+        self.value: str | None = None
+
+    def set(self, value: str) -> None:
+        if self.value is None:
+            self.value = value
+            self.metrics.solves.labels(outcome=value).inc()
