@@ -279,3 +279,51 @@ def test_metrics_count_requests_steps_and_escalations(client: TestClient) -> Non
     assert metric(text, "arbitrage_time_to_first_step_seconds_count") == 4
     assert metric(text, "arbitrage_queue_depth") == 0 and metric(text, "arbitrage_solves_in_progress") == 0
     assert metric(text, "arbitrage_max_concurrency") == 1
+
+
+def test_a_new_policy_and_its_options_plug_in_without_server_changes(monkeypatch: pytest.MonkeyPatch) -> None:
+    """What the rsd/oracle/router policies will do: add PolicyOptions fields and a registry entry."""
+    import dataclasses
+
+    from arbitrage.policies import factory
+    from arbitrage.server import jobs
+    from arbitrage.trace import Decision
+
+    @dataclasses.dataclass(frozen=True, slots=True)
+    class FutureOptions:
+        p: float = 0.5
+        seed: int = 0
+        tau: float = 0.0
+        router: str | None = None
+
+    class LengthRouter:
+        def __init__(self, tau: float, router: str | None) -> None:
+            self.tau, self.router = tau, router
+
+        @property
+        def name(self) -> str:
+            return f"length(tau={self.tau:g}, router={self.router})"
+
+        def decide(self, view: Any) -> Decision:
+            score = view.draft.tokens / 10
+            return Decision(escalate=score > self.tau, score=score, threshold=self.tau)
+
+    monkeypatch.setattr(jobs, "PolicyOptions", FutureOptions)
+    monkeypatch.setattr(jobs, "POLICY_NAMES", (*jobs.POLICY_NAMES, "length"))
+    monkeypatch.setitem(factory.POLICIES, "length", lambda o: LengthRouter(o.tau, o.router))
+    app = create_app(
+        settings(policy="length", policy_options={"router": "r.pt", "tau": 0.25}), generators=scripted_pair()
+    )
+    with TestClient(app) as client:
+        body = client.post("/v1/chat/completions", json=chat_body()).json()
+        assert body["arbitrage"]["policy"] == "length(tau=0.25, router=r.pt)"
+        body = client.post(
+            "/v1/chat/completions", json=chat_body(arbitrage={"policy_params": {"tau": 0.9}})
+        ).json()
+        assert body["arbitrage"]["policy"] == "length(tau=0.9, router=r.pt)"
+        assert body["arbitrage"]["steps_by_model"]["target"] == 0  # no draft step is 9 tokens long
+        assert body["arbitrage"]["steps"][0]["decision"]["threshold"] == 0.9
+        error = client.post(
+            "/v1/chat/completions", json=chat_body(arbitrage={"policy_params": {"tau": 1.5}})
+        ).json()
+        assert "outside this server's range [-1, 1]" in error["error"]["message"]
