@@ -38,6 +38,7 @@ from arbitrage.trace import Decision, SolveTrace, StepRecord, StopReason
 logger = logging.getLogger(__name__)
 
 StepCallback = Callable[[StepRecord], None]
+StopCheck = Callable[[], bool]  # True: stop before the next step (the caller lost interest)
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,8 +76,14 @@ class Engine:
         self.policy = policy
         self.config = config or EngineConfig()
 
-    def solve(self, question: str, on_step: StepCallback | None = None) -> SolveTrace:
-        """Write a full solution; ``on_step`` is called with each step as soon as it is accepted."""
+    def solve(
+        self, question: str, on_step: StepCallback | None = None, should_stop: StopCheck | None = None
+    ) -> SolveTrace:
+        """Write a full solution; ``on_step`` is called with each step as soon as it is accepted.
+
+        ``should_stop`` is asked before each step (a step in progress cannot be interrupted); once it
+        returns True the solve ends with the steps so far and ``stop_reason`` ``"cancelled"``.
+        """
         if not question or not question.strip():
             raise ConfigError("The question is empty")
         cfg = self.config
@@ -86,6 +93,9 @@ class Engine:
         start = time.perf_counter()
         stop: StopReason | None = None
         while stop is None:
+            if should_stop is not None and should_stop():
+                stop = "cancelled"
+                break
             record = self._next_step(question, trace)
             # 5. loop guard: drop a step that repeats too often and stop
             key = _normalise(record.text)

@@ -104,7 +104,8 @@ class ModelUsage:
         return 1 - self.prefill_tokens / self.prompt_tokens if self.prompt_tokens else None
 
 
-StopReason = Literal["eos", "answer", "max_steps", "max_tokens", "repetition"]
+# "cancelled": the caller's ``should_stop`` asked the engine to stop (client gone, timeout, stop sequence)
+StopReason = Literal["eos", "answer", "max_steps", "max_tokens", "repetition", "cancelled"]
 
 
 @dataclass(slots=True)

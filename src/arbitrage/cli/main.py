@@ -11,6 +11,7 @@ import typer
 from arbitrage.cli.evaluate import evaluate
 from arbitrage.cli.models import models_app
 from arbitrage.cli.report import report
+from arbitrage.cli.serve import serve
 from arbitrage.cli.solve import solve
 from arbitrage.cli.sweep import sweep
 
@@ -27,6 +28,7 @@ app.command()(solve)
 app.command("eval")(evaluate)
 app.command()(sweep)
 app.command()(report)
+app.command()(serve)
 
 
 @app.callback()

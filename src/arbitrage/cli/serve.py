@@ -1,0 +1,133 @@
+"""``arbitrage serve``: step-level speculative reasoning behind an OpenAI-compatible HTTP API."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+
+def _parse_option(raw: str) -> tuple[str, str]:
+    from arbitrage.errors import ConfigError
+
+    key, sep, value = raw.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"--policy-option expects KEY=VALUE, got {raw!r}")
+    return key.strip(), value.strip()
+
+
+def serve(
+    draft: Annotated[
+        str | None, typer.Option(help="Draft model: a named model, a .gguf path, or a backend spec.")
+    ] = None,
+    target: Annotated[str | None, typer.Option(help="Target model (same forms as --draft).")] = None,
+    policy: Annotated[
+        str | None, typer.Option(help="Routing policy served under the model id (default: random).")
+    ] = None,
+    p: Annotated[float | None, typer.Option(help="random: probability of escalating a step.")] = None,
+    router: Annotated[
+        Path | None, typer.Option(help="Trained router for the router policy (policy option 'router').")
+    ] = None,
+    policy_option: Annotated[
+        list[str] | None,
+        typer.Option("--policy-option", "-o", help="Any policy option as KEY=VALUE (repeatable)."),
+    ] = None,
+    allow_policy: Annotated[
+        list[str] | None,
+        typer.Option("--allow-policy", help="Another policy a request may choose (repeatable)."),
+    ] = None,
+    host: Annotated[
+        str | None, typer.Option(help="Address to bind (default 127.0.0.1: loopback only).")
+    ] = None,
+    port: Annotated[int | None, typer.Option(help="Port to bind (default 8000; 0: any free port).")] = None,
+    api_key: Annotated[
+        str | None,
+        typer.Option(help="Require 'Authorization: Bearer KEY' (or set ARBITRAGE_API_KEY)."),
+    ] = None,
+    model_id: Annotated[
+        str | None, typer.Option(help="Model id clients ask for (default arbitrage).")
+    ] = None,
+    max_concurrency: Annotated[int | None, typer.Option(help="Solves running at once (default 1).")] = None,
+    max_queue: Annotated[
+        int | None, typer.Option(help="Requests waiting for a slot; beyond it 429 (default 8).")
+    ] = None,
+    timeout: Annotated[
+        float | None, typer.Option(help="Per-request timeout in seconds, queue included (default 600).")
+    ] = None,
+    max_steps: Annotated[int | None, typer.Option(help="Default step limit of a request (40).")] = None,
+    max_tokens: Annotated[int | None, typer.Option(help="Default solution token limit (2048).")] = None,
+    max_step_tokens: Annotated[int | None, typer.Option(help="Default cap on tokens per step (256).")] = None,
+    n_ctx: Annotated[int | None, typer.Option(help="Context window of local models (4096).")] = None,
+    config: Annotated[
+        Path | None, typer.Option(help="Settings file (TOML or JSON) with the same keys as the flags.")
+    ] = None,
+) -> None:
+    """Serve arbitrage as an OpenAI-compatible endpoint (/v1/chat/completions, /v1/completions)."""
+    import logging
+
+    import uvicorn
+
+    from arbitrage.backends.loader import GeneratorOptions
+    from arbitrage.cli.common import load_model
+    from arbitrage.prompts import PromptStyle
+    from arbitrage.server import create_app, load_server_settings
+    from arbitrage.server.jobs import PolicyCache, base_policy_options, check_policies
+
+    overrides: dict[str, Any] = {
+        "draft": draft,
+        "target": target,
+        "policy": policy,
+        "allowed_policies": allow_policy or None,
+        "host": host,
+        "port": port,
+        "api_key": api_key,
+        "model_id": model_id,
+        "max_concurrency": max_concurrency,
+        "max_queue": max_queue,
+        "request_timeout": timeout,
+        "max_steps": max_steps,
+        "max_tokens": max_tokens,
+        "max_step_tokens": max_step_tokens,
+        "n_ctx": n_ctx,
+    }
+    options: dict[str, Any] = dict(_parse_option(raw) for raw in policy_option or [])
+    if p is not None:
+        options["p"] = p
+    if router is not None:
+        options["router"] = str(router)
+    given = {k: v for k, v in overrides.items() if v is not None}
+    settings = load_server_settings(config, **given)
+    if options:  # flags add to (and win over) policy options from the environment or the config file
+        merged = {**settings.policy_options, **options}
+        settings = load_server_settings(config, **given, policy_options=merged)
+    check_policies(settings)  # fail on a bad policy or option before any model loads
+    policies = PolicyCache()
+    policies.get(settings.policy, base_policy_options(settings))
+    log = logging.getLogger("arbitrage.serve")
+    if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
+        log.warning("binding %s without an API key: anyone who can reach it can use it", settings.host)
+    generator_options = GeneratorOptions(
+        n_ctx=settings.n_ctx,
+        prompt_style=PromptStyle(system=settings.system_prompt, user_template=settings.user_template),
+        seed=settings.seed,
+    )
+    draft_model = load_model(settings.draft, generator_options)
+    try:
+        target_model = load_model(settings.target, generator_options)
+    except BaseException:
+        draft_model.close()
+        raise
+    try:
+        app = create_app(settings, generators=(draft_model, target_model), policies=policies)
+        typer.echo(
+            f"serving {settings.model_id} (draft {draft_model.name}, target {target_model.name}, "
+            f"policy {settings.policy}) at http://{settings.host}:{settings.port}/v1",
+            err=True,
+        )
+        uvicorn.run(
+            app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=10
+        )
+    finally:
+        draft_model.close()
+        target_model.close()

@@ -1,0 +1,11 @@
+"""Arbitrage as an OpenAI-compatible HTTP server (``arbitrage serve``).
+
+``create_app(settings)`` builds the FastAPI app; :class:`BackgroundServer` runs one on a loopback port in
+a thread (tests, benchmarks, notebooks). See docs/serving.md for the API.
+"""
+
+from arbitrage.server.app import create_app, load_generators
+from arbitrage.server.background import BackgroundServer
+from arbitrage.server.settings import ServerSettings, load_server_settings
+
+__all__ = ["BackgroundServer", "ServerSettings", "create_app", "load_generators", "load_server_settings"]

@@ -1,0 +1,292 @@
+"""From a validated request to a :class:`SolveJob`: the model it names, its policy and its limits.
+
+Per-request overrides are checked against the server settings:
+
+- ``model``: the served id (the configured policy), ``<id>/draft`` (draft-only decoding) or
+  ``<id>/target`` (target-only decoding); anything else is a 404, as with OpenAI.
+- ``arbitrage.policy``: one of the server's ``policy`` + ``allowed_policies``.
+- ``arbitrage.policy_params``: numeric :class:`~arbitrage.policies.PolicyOptions` fields that the server
+  lists in ``param_limits``, within their ranges. Nothing here names a policy: a parameter becomes
+  settable as soon as ``PolicyOptions`` has the field and the server lists a range for it.
+- ``max_tokens``/``max_completion_tokens``, ``arbitrage.max_steps``, ``arbitrage.max_step_tokens``: at
+  most the server's ``*_limit`` settings.
+
+Policies are built in the worker thread through :class:`PolicyCache` (a policy may load a model).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import threading
+import typing
+from collections import OrderedDict
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from pydantic import TypeAdapter, ValidationError
+
+from arbitrage.backends.base import StepParams
+from arbitrage.engine import EngineConfig
+from arbitrage.errors import ConfigError
+from arbitrage.policies import POLICY_NAMES, PolicyOptions, RoutingPolicy, build_policy
+from arbitrage.server.errors import APIError, bad_request, unsupported
+from arbitrage.server.schemas import ArbitrageOptions, ChatCompletionRequest, CompletionRequest
+from arbitrage.server.settings import ServerSettings
+from arbitrage.server.text import chat_question, completion_question, stop_sequences
+
+Kind = Literal["chat", "completion"]
+
+
+@dataclass(frozen=True, slots=True)
+class SolveJob:
+    """One request, validated and resolved: everything the worker needs to solve it."""
+
+    kind: Kind  # which endpoint (decides the response shape)
+    model: str  # the model id the request named, echoed in the response
+    question: str
+    policy: str  # policy name for build_policy
+    policy_options: PolicyOptions
+    config: EngineConfig
+    stops: tuple[str, ...]  # stop sequences (answer ends before the first)
+    timeout: float  # seconds from arrival, queue wait included
+    stream: bool
+    include_usage: bool  # streaming: send a final usage chunk
+    include_steps: bool  # per-step details in the arbitrage extension
+
+
+def option_types() -> dict[str, Any]:
+    """``PolicyOptions`` field name → type (resolved annotations)."""
+    try:
+        return typing.get_type_hints(PolicyOptions)
+    except Exception:  # an annotation that cannot be resolved: fall back to the declared strings
+        return {f.name: f.type for f in dataclasses.fields(PolicyOptions)}
+
+
+def make_policy_options(values: Mapping[str, Any], base: PolicyOptions | None = None) -> PolicyOptions:
+    """``base`` (or the defaults) with ``values`` set, each validated against its field's type."""
+    types = option_types()
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        raise ConfigError(
+            f"Unknown policy option {unknown[0]!r} (this version's policies know: {', '.join(types)})"
+        )
+    coerced: dict[str, Any] = {}
+    for name, value in values.items():
+        try:
+            coerced[name] = TypeAdapter(types[name]).validate_python(value)
+        except (ValidationError, TypeError) as exc:
+            detail = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            raise ConfigError(f"Invalid policy option {name}={value!r}: {detail}") from None
+    return dataclasses.replace(base or PolicyOptions(), **coerced)
+
+
+def base_policy_options(settings: ServerSettings) -> PolicyOptions:
+    """The server's policy options: its ``policy_options``, seeded with ``seed`` unless they set one."""
+    values = dict(settings.policy_options)
+    if "seed" in option_types():
+        values.setdefault("seed", settings.seed)
+    return make_policy_options(values)
+
+
+def check_policies(settings: ServerSettings) -> None:
+    """Fail at startup on policies the server cannot build."""
+    for name in settings.served_policies:
+        if name not in POLICY_NAMES:
+            raise ConfigError(f"Unknown policy {name!r} (known: {', '.join(POLICY_NAMES)})")
+
+
+class PolicyCache:
+    """Policies built per (name, options) and shared by requests (bounded, least recently used first out).
+
+    Building happens under a lock, so a policy that loads a model is never loaded twice at once.
+    """
+
+    def __init__(self, size: int = 8) -> None:
+        self.size = size
+        self._items: OrderedDict[tuple[str, PolicyOptions], RoutingPolicy] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, name: str, options: PolicyOptions) -> RoutingPolicy:
+        key = (name, options)
+        try:
+            hash(key)
+        except TypeError:  # options holding an unhashable value: build every time
+            return build_policy(name, options)
+        with self._lock:
+            policy = self._items.get(key)
+            if policy is None:
+                policy = build_policy(name, options)
+                self._items[key] = policy
+                while len(self._items) > self.size:
+                    self._items.popitem(last=False)
+            else:
+                self._items.move_to_end(key)
+            return policy
+
+
+def resolve_model(model: str, requested_policy: str | None, settings: ServerSettings) -> str:
+    """The policy name a request gets from its ``model`` and ``arbitrage.policy``."""
+    roles = {f"{settings.model_id}/draft": "draft", f"{settings.model_id}/target": "target"}
+    if model in roles:
+        fixed = roles[model]
+        if requested_policy not in (None, fixed):
+            raise bad_request(
+                f"Model '{model}' always uses the {fixed!r} policy; to choose a policy, ask for "
+                f"'{settings.model_id}'",
+                param="arbitrage.policy",
+            )
+        return fixed
+    if model != settings.model_id:
+        known = ", ".join([settings.model_id, *roles])
+        raise APIError(
+            404,
+            f"The model '{model}' does not exist on this server (available: {known})",
+            param="model",
+            code="model_not_found",
+        )
+    policy = requested_policy or settings.policy
+    if policy not in settings.served_policies:
+        raise bad_request(
+            f"Policy '{policy}' is not served here (allowed: {', '.join(settings.served_policies)})",
+            param="arbitrage.policy",
+        )
+    return policy
+
+
+def request_policy_options(
+    params: Mapping[str, float | int], seed: int | None, base: PolicyOptions, settings: ServerSettings
+) -> PolicyOptions:
+    """``base`` with the request's policy parameters (within the server's limits) and seed."""
+    types = option_types()
+    settable = [n for n in settings.param_limits if n in types]
+    values: dict[str, Any] = {}
+    for name, value in params.items():
+        param = f"arbitrage.policy_params.{name}"
+        limit = settings.param_limits.get(name)
+        if name not in types or limit is None:
+            reason = "is not a parameter of this version's policies" if name not in types else "is fixed"
+            raise bad_request(
+                f"Policy parameter '{name}' {reason} on this server "
+                f"(settable per request: {', '.join(settable) or 'none'})",
+                param=param,
+            )
+        if not limit.min <= value <= limit.max:
+            raise bad_request(
+                f"Policy parameter '{name}' = {value:g} is outside this server's range "
+                f"[{limit.min:g}, {limit.max:g}]",
+                param=param,
+            )
+        values[name] = value
+    if seed is not None and "seed" in types:
+        values["seed"] = seed
+    try:
+        return make_policy_options(values, base)
+    except ConfigError as exc:
+        raise bad_request(str(exc), param="arbitrage.policy_params") from None
+
+
+def _limited(value: int | None, default: int, limit: int, param: str) -> int:
+    if value is None:
+        return default
+    if value > limit:
+        raise bad_request(f"'{param}' = {value} exceeds this server's limit of {limit}", param=param)
+    return value
+
+
+def _refuse_unsupported(request: ChatCompletionRequest | CompletionRequest) -> None:
+    if request.n not in (None, 1):
+        raise unsupported("n", "one choice per request (n = 1)")
+    for name in ("presence_penalty", "frequency_penalty"):
+        if getattr(request, name):
+            raise unsupported(name, "sampling penalties are not applied by the step loop")
+    if request.logit_bias:
+        raise unsupported("logit_bias", "draft and target have different vocabularies")
+    if request.stream_options is not None and not request.stream:
+        raise bad_request("'stream_options' is only allowed with stream = true", param="stream_options")
+    if isinstance(request, ChatCompletionRequest):
+        if request.logprobs or request.top_logprobs:
+            raise unsupported("logprobs", "token logprobs are not returned")
+        if request.tools or request.functions:
+            raise unsupported("tools", "tool and function calling")
+        if request.tool_choice not in (None, "none", "auto") or request.function_call not in (None, "none"):
+            raise unsupported("tool_choice", "tool and function calling")
+        if request.response_format and request.response_format.get("type") != "text":
+            raise unsupported("response_format", "only text answers")
+        if request.modalities not in (None, ["text"]) or request.audio:
+            raise unsupported("modalities", "only text answers")
+        if request.prediction:
+            raise unsupported("prediction", "predicted outputs")
+    else:
+        if request.echo:
+            raise unsupported("echo", "the prompt is not echoed")
+        if request.suffix:
+            raise unsupported("suffix", "insertion (suffix)")
+        if request.best_of not in (None, 1):
+            raise unsupported("best_of", "one candidate per request")
+        if request.logprobs:
+            raise unsupported("logprobs", "token logprobs are not returned")
+
+
+def build_job(
+    request: ChatCompletionRequest | CompletionRequest, settings: ServerSettings, base: PolicyOptions
+) -> SolveJob:
+    """Validate ``request`` against the server's settings and resolve it into a job (APIError if not)."""
+    _refuse_unsupported(request)
+    if isinstance(request, ChatCompletionRequest):
+        kind: Kind = "chat"
+        question = chat_question(request.messages, settings.context_messages)
+        if None not in (request.max_tokens, request.max_completion_tokens) and (
+            request.max_tokens != request.max_completion_tokens
+        ):
+            raise bad_request("Give max_completion_tokens or max_tokens, not both", param="max_tokens")
+        max_tokens = request.max_completion_tokens or request.max_tokens
+    else:
+        kind = "completion"
+        question = completion_question(request.prompt)
+        max_tokens = request.max_tokens
+    options = request.arbitrage or ArbitrageOptions()
+    policy = resolve_model(request.model, options.policy, settings)
+    policy_options = request_policy_options(options.policy_params, request.seed, base, settings)
+    total = _limited(max_tokens, settings.max_tokens, settings.max_tokens_limit, "max_tokens")
+    per_step = _limited(
+        options.max_step_tokens,
+        settings.max_step_tokens,
+        settings.max_step_tokens_limit,
+        "arbitrage.max_step_tokens",
+    )
+    temperature = settings.temperature if request.temperature is None else request.temperature
+    seed = settings.seed if request.seed is None else request.seed
+    if options.timeout is not None and options.timeout > settings.request_timeout:
+        raise bad_request(
+            f"'arbitrage.timeout' = {options.timeout:g} s exceeds this server's limit of "
+            f"{settings.request_timeout:g} s",
+            param="arbitrage.timeout",
+        )
+    config = EngineConfig(
+        step=StepParams(
+            separator=settings.separator,
+            max_step_tokens=min(per_step, total),
+            temperature=temperature,
+            top_p=1.0 if request.top_p is None else request.top_p,
+            seed=seed if temperature > 0 else None,
+        ),
+        max_steps=_limited(
+            options.max_steps, settings.max_steps, settings.max_steps_limit, "arbitrage.max_steps"
+        ),
+        max_total_tokens=total,
+        stop_on_boxed=settings.stop_on_boxed if options.stop_on_boxed is None else options.stop_on_boxed,
+    )
+    return SolveJob(
+        kind=kind,
+        model=request.model,
+        question=question,
+        policy=policy,
+        policy_options=policy_options,
+        config=config,
+        stops=stop_sequences(request.stop),
+        timeout=options.timeout or settings.request_timeout,
+        stream=request.stream,
+        include_usage=bool(request.stream_options and request.stream_options.include_usage),
+        include_steps=options.include_steps,
+    )
