@@ -27,9 +27,11 @@ def sweep(
     points: Annotated[
         str,
         typer.Option(
-            help="Grid: 'draft; target; random:p=0.25,0.5; rsd:threshold=0.5,0.7; oracle:tau=0,0.1'."
+            help="Grid: 'draft; target; random:p=0.25,0.5; rsd:threshold=0.5,0.7; oracle:tau=0,0.1; "
+            "router:target_rate=0.2,0.4' (router points need --router)."
         ),
     ] = DEFAULT_POINTS,
+    router: opt.Router = None,
     draft: opt.Draft = opt.DEFAULTS["draft"],
     target: opt.Target = opt.DEFAULTS["target"],
     max_steps: opt.MaxSteps = 40,
@@ -83,7 +85,14 @@ def sweep(
         target_model = CachingGenerator(target_model, step_cache, f"{target}|{style}")
     try:
         results = run_sweep(
-            problems, draft_model, target_model, grid, out, config, PolicyOptions(seed=seed), run_config
+            problems,
+            draft_model,
+            target_model,
+            grid,
+            out,
+            config,
+            PolicyOptions(seed=seed, router_path=str(router) if router else None),
+            run_config,
         )
     finally:
         draft_model.close()
