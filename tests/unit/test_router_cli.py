@@ -118,3 +118,20 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path: Path, pairs: Path) -> None:
         assert "Traceback" not in result.stderr
         assert result.stderr.strip().count("\n") == 0, result.stderr
     assert not (tmp_path / "r1").exists() and not (tmp_path / "r3").exists()
+
+
+def test_train_and_eval_an_lm_router_from_the_cli(pairs: Path, tmp_path: Path) -> None:
+    pytest.importorskip("transformers")
+    from tests.router_tiny_lm import tiny_backbone
+
+    backbone = tiny_backbone(tmp_path / "tiny", "llama")
+    out = tmp_path / "lm"
+    args = ["train-router", str(pairs), "--out", str(out), "--kind", "lm", "--backbone", str(backbone),
+            "--max-steps", "2", "--batch-size", "4", "--max-length", "64", "--device", "cpu"]  # fmt: skip
+    result = CliRunner().invoke(app, args)
+    assert result.exit_code == 0, result.output
+    config = json.loads((out / "router.json").read_text())
+    assert config["kind"] == "lm" and config["kind_config"]["train_steps"] == 2
+    result = CliRunner().invoke(app, ["eval-router", str(pairs), "--router", str(out), "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert f"| {out} |" in result.output

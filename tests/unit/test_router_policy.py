@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -142,3 +143,17 @@ def test_cli_policy_options() -> None:
         policy_options("router", 0.5, 0, Path("r"), 0.5, 0.3)
     with pytest.raises(ConfigError, match="--policy router only"):
         policy_options("random", 0.5, 0, Path("r"), None, None)
+
+
+def test_sweep_points_for_the_router(saved_router: Path) -> None:
+    from arbitrage.evaluation.sweep import parse_points
+
+    points = parse_points("draft; router:target_rate=0.1,0.5; router:tau=0.7")
+    assert [(p.policy, p.param, p.value) for p in points[1:]] == [
+        ("router", "target_rate", 0.1), ("router", "target_rate", 0.5), ("router", "tau", 0.7)
+    ]  # fmt: skip
+    base = PolicyOptions(router_path=str(saved_router))
+    for point in points[1:]:
+        assert point.param is not None
+        policy = build_policy("router", dataclasses.replace(base, **{point.param: point.value}))
+        assert isinstance(policy, RouterPolicy)

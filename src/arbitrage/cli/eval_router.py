@@ -86,7 +86,9 @@ def eval_router(
         report["routers"] = [r.to_dict() for r in results]
         markdown.append(f"## Routers on held-out questions of {data}\n\n{markdown_table(results)}\n")
     if base is not None:
-        result = run_ablation(rows, base, on_variant=lambda label: typer.echo(f"training {label}", err=True))
+        result = run_ablation(
+            rows, base, on_variant=lambda label: typer.echo(f"training {label}", err=True), progress=True
+        )
         report["ablation"] = result.to_dict()
         markdown.append(f"## Ablation\n\n{ablation_markdown(result)}")
     text = "\n".join(markdown)

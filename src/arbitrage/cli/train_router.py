@@ -145,7 +145,7 @@ def train_router(
             raise RouterError(f"{out} already exists (pass --force to replace it)")
         read_config(out)  # --force replaces router folders only
     rows = load_rows(data)
-    trained = run_training(rows, options, source=str(data))
+    trained = run_training(rows, options, source=str(data), progress=True)
     path = save_router(out, trained.router, trained.config, trained.split, overwrite=force)
     if as_json:
         typer.echo(json.dumps(trained.config, indent=2, default=str))

@@ -91,6 +91,7 @@ def run_ablation(
     rows: Sequence[Mapping[str, Any]],
     base: TrainOptions,
     on_variant: Callable[[str], None] | None = None,
+    progress: bool = False,
 ) -> AblationResult:
     """Train every variant of :data:`ABLATIONS` on one split of ``rows`` and score it on the held-out rows."""
     data: RouterData = prepare(rows, base.val_fraction, base.seed)
@@ -104,7 +105,7 @@ def run_ablation(
                 if on_variant is not None:
                     on_variant(options.label)
                 logger.info("== ablation variant: %s", options.label)
-                trained = fit_router(data, options)
+                trained = fit_router(data, options, progress)
                 details = {
                     "labels": trained.scheme.to_dict(),
                     "train_rows_used": trained.config["data"]["train_rows_used"],

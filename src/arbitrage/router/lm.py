@@ -267,6 +267,7 @@ class LMRouter:
         annotate: bool = True,
         options: LMOptions,
         seed: int = 0,
+        progress: bool = False,
     ) -> LMRouter:
         """Fine-tune ``options.backbone`` with a fresh ``scheme.num_classes``-way head."""
         import torch
@@ -315,6 +316,9 @@ class LMRouter:
         model.train()
         step, losses = 0, []
         logger.info("fine-tuning %s on %d rows for %d steps on %s", backbone.name, len(texts), total, device)
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, desc=f"fine-tuning {backbone.name}", unit="step", disable=not progress)
         # 1. epochs of shuffled mini-batches, until the step budget is spent
         while step < total:
             order = rng.permutation(len(texts))
@@ -332,10 +336,13 @@ class LMRouter:
                 schedule.step()
                 losses.append(loss.item())
                 step += 1
+                bar.update(1)
+                bar.set_postfix(loss=f"{np.mean(losses[-20:]):.4f}", refresh=False)
                 if step % 50 == 0:
                     logger.info("step %d/%d loss %.4f", step, total, float(np.mean(losses[-50:])))
                 if step >= total:
                     break
+        bar.close()
         model.eval()
         router.info["train_steps"] = step
         router.info["train_loss_first"] = losses[0]

@@ -199,7 +199,7 @@ class TrainedRouter:
 
 
 def _fit(
-    train: LabelledRows, labels: np.ndarray, scheme: LabelScheme, options: TrainOptions
+    train: LabelledRows, labels: np.ndarray, scheme: LabelScheme, options: TrainOptions, progress: bool
 ) -> SavableRouter:
     if options.kind == "features":
         from arbitrage.router.features import FeaturesRouter
@@ -215,7 +215,13 @@ def _fit(
     from arbitrage.router.lm import LMRouter
 
     return LMRouter.fit(
-        train.examples, labels, scheme, annotate=options.annotate, options=options.lm, seed=options.seed
+        train.examples,
+        labels,
+        scheme,
+        annotate=options.annotate,
+        options=options.lm,
+        seed=options.seed,
+        progress=progress,
     )
 
 
@@ -236,8 +242,8 @@ def time_inference(router: Router, examples: Sequence[RouterExample], limit: int
     }
 
 
-def fit_router(data: RouterData, options: TrainOptions) -> TrainedRouter:
-    """Train one router variant on ``data.train`` and validate it on ``data.val``."""
+def fit_router(data: RouterData, options: TrainOptions, progress: bool = False) -> TrainedRouter:
+    """Train one router variant on ``data.train`` and validate it on ``data.val`` (``progress``: lm bar)."""
     train = data.train
     positive = train.deltas > 0
     if positive.all() or not positive.any():
@@ -256,7 +262,7 @@ def fit_router(data: RouterData, options: TrainOptions) -> TrainedRouter:
     )
     # 2. fit
     t0 = time.perf_counter()
-    router = _fit(train, labels, scheme, options)
+    router = _fit(train, labels, scheme, options, progress)
     train_seconds = time.perf_counter() - t0
     # 3. validate: metrics and the τ table on the untouched validation rows
     scores = router.score_batch(data.val.examples)
@@ -285,10 +291,12 @@ def fit_router(data: RouterData, options: TrainOptions) -> TrainedRouter:
     return TrainedRouter(router, options, scheme, metrics, table, scores, config, data.split)
 
 
-def train_router(rows: Sequence[Mapping[str, Any]], options: TrainOptions, source: str = "") -> TrainedRouter:
+def train_router(
+    rows: Sequence[Mapping[str, Any]], options: TrainOptions, source: str = "", progress: bool = False
+) -> TrainedRouter:
     """Split, train and validate (the whole of ``arbitrage train-router`` before saving)."""
     data = prepare(rows, options.val_fraction, options.seed)
-    trained = fit_router(data, options)
+    trained = fit_router(data, options, progress)
     trained.config["data"]["source"] = source
     return trained
 
