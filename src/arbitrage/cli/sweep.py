@@ -83,16 +83,10 @@ def sweep(
     if step_cache is not None:
         draft_model = CachingGenerator(draft_model, step_cache, f"{draft}|{style}")
         target_model = CachingGenerator(target_model, step_cache, f"{target}|{style}")
+    policy_options = PolicyOptions(seed=seed, router_path=str(router) if router else None)
     try:
         results = run_sweep(
-            problems,
-            draft_model,
-            target_model,
-            grid,
-            out,
-            config,
-            PolicyOptions(seed=seed, router_path=str(router) if router else None),
-            run_config,
+            problems, draft_model, target_model, grid, out, config, policy_options, run_config
         )
     finally:
         draft_model.close()
