@@ -52,6 +52,9 @@ def evaluate(
     offset: opt.Offset = 0,
     policy: opt.Policy = "draft",
     p: opt.P = 0.5,
+    router: opt.Router = None,
+    tau: opt.Tau = None,
+    target_rate: opt.TargetRate = None,
     draft: opt.Draft = opt.DEFAULTS["draft"],
     target: opt.Target = opt.DEFAULTS["target"],
     max_steps: opt.MaxSteps = 40,
@@ -73,7 +76,7 @@ def evaluate(
     from arbitrage.cli.render import print_eval_summary
     from arbitrage.engine import Engine, EngineConfig
     from arbitrage.evaluation.runner import run_eval
-    from arbitrage.policies import PolicyOptions, build_policy
+    from arbitrage.policies import build_policy
 
     name, problems = load_problems(dataset, data_file, question_field, answer_field, data_dir, offset, limit)
     config = EngineConfig(
@@ -81,7 +84,7 @@ def evaluate(
         max_steps=max_steps,
         max_total_tokens=max_tokens,
     )
-    routing = build_policy(policy, PolicyOptions(p=p, seed=seed))
+    routing = build_policy(policy, opt.policy_options(policy, p, seed, router, tau, target_rate))
     run_config = {
         "data": name,
         "offset": offset,

@@ -8,12 +8,14 @@ from typing import Annotated
 
 import typer
 
+from arbitrage.cli.eval_router import eval_router
 from arbitrage.cli.evaluate import evaluate
 from arbitrage.cli.models import models_app
 from arbitrage.cli.report import report
 from arbitrage.cli.serve import serve
 from arbitrage.cli.solve import solve
 from arbitrage.cli.sweep import sweep
+from arbitrage.cli.train_router import train_router
 
 app = typer.Typer(
     name="arbitrage",
@@ -29,6 +31,8 @@ app.command("eval")(evaluate)
 app.command()(sweep)
 app.command()(report)
 app.command()(serve)
+app.command("train-router")(train_router)
+app.command("eval-router")(eval_router)
 
 
 @app.callback()

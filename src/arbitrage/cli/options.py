@@ -8,10 +8,11 @@ from typing import Annotated
 import typer
 
 from arbitrage.models.registry import DEFAULT_DRAFT, DEFAULT_TARGET
+from arbitrage.policies.factory import PolicyOptions
 
 Draft = Annotated[str, typer.Option(help="Draft model: a named model, a .gguf path, or a backend spec.")]
 Target = Annotated[str, typer.Option(help="Target model (same forms as --draft).")]
-Policy = Annotated[str, typer.Option(help="Routing policy: draft, target or random.")]
+Policy = Annotated[str, typer.Option(help="Routing policy: draft, target, random or router.")]
 P = Annotated[float, typer.Option(help="random: probability of escalating a step.")]
 MaxSteps = Annotated[int, typer.Option(help="Stop after this many steps.")]
 MaxTokens = Annotated[int, typer.Option(help="Stop once the solution holds this many tokens.")]
@@ -33,3 +34,37 @@ Limit = Annotated[int | None, typer.Option(help="Number of problems (default: al
 Offset = Annotated[int, typer.Option(help="Skip this many problems first.")]
 
 DEFAULTS = {"draft": DEFAULT_DRAFT, "target": DEFAULT_TARGET}
+Router = Annotated[
+    Path | None,
+    typer.Option("--router", help="router: folder of a router saved by `arbitrage train-router`."),
+]
+Tau = Annotated[
+    float | None, typer.Option(help="router: escalate a step when the router's ŷ > τ (τ in [0, 1]).")
+]
+TargetRate = Annotated[
+    float | None,
+    typer.Option(
+        help="router: pick τ from the router's table so about this share of steps go to the target."
+    ),
+]
+
+
+def policy_options(
+    policy: str, p: float, seed: int, router: Path | None, tau: float | None, target_rate: float | None
+) -> PolicyOptions:
+    """PolicyOptions from the CLI, checking the router options (τ or a target rate, not both)."""
+    from arbitrage.errors import ConfigError
+
+    if policy == "router" and tau is None and target_rate is None:
+        raise ConfigError("--policy router needs --tau τ (escalate when ŷ > τ) or --target-rate r")
+    if policy != "router" and (router is not None or target_rate is not None):
+        raise ConfigError("--router and --target-rate apply to --policy router only")
+    if tau is not None and target_rate is not None:
+        raise ConfigError("Give either --tau or --target-rate, not both")
+    return PolicyOptions(
+        p=p,
+        seed=seed,
+        router_path=str(router) if router is not None else None,
+        tau=tau if tau is not None else 0.0,
+        target_rate=target_rate,
+    )

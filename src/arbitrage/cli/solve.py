@@ -7,6 +7,7 @@ from typing import Annotated
 
 import typer
 
+from arbitrage.cli import options as opt
 from arbitrage.models.registry import DEFAULT_DRAFT, DEFAULT_TARGET
 
 
@@ -16,8 +17,11 @@ def solve(
         str, typer.Option(help="Draft model: a named model, a .gguf path, or a backend spec.")
     ] = DEFAULT_DRAFT,
     target: Annotated[str, typer.Option(help="Target model (same forms as --draft).")] = DEFAULT_TARGET,
-    policy: Annotated[str, typer.Option(help="Routing policy: draft, target or random.")] = "random",
+    policy: Annotated[str, typer.Option(help="Routing policy: draft, target, random or router.")] = "random",
     p: Annotated[float, typer.Option(help="random: probability of escalating a step.")] = 0.5,
+    router: opt.Router = None,
+    tau: opt.Tau = None,
+    target_rate: opt.TargetRate = None,
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps.")] = 40,
     max_tokens: Annotated[int, typer.Option(help="Stop once the solution holds this many tokens.")] = 2048,
     max_step_tokens: Annotated[int, typer.Option(help="Cap on tokens per step.")] = 256,
@@ -35,7 +39,7 @@ def solve(
     from arbitrage.cli.render import print_step, print_summary
     from arbitrage.engine import Engine, EngineConfig
     from arbitrage.errors import ConfigError
-    from arbitrage.policies import PolicyOptions, build_policy
+    from arbitrage.policies import build_policy
 
     if not question.strip():
         raise ConfigError("The question is empty")
@@ -44,7 +48,7 @@ def solve(
         max_steps=max_steps,
         max_total_tokens=max_tokens,
     )
-    routing = build_policy(policy, PolicyOptions(p=p, seed=seed))
+    routing = build_policy(policy, opt.policy_options(policy, p, seed, router, tau, target_rate))
     options = GeneratorOptions(n_ctx=n_ctx, seed=seed)
     console = Console(stderr=as_json)
     draft_model = load_model(draft, options)

@@ -27,9 +27,11 @@ def sweep(
     points: Annotated[
         str,
         typer.Option(
-            help="Grid: 'draft; target; random:p=0.25,0.5; rsd:threshold=0.5,0.7; oracle:tau=0,0.1'."
+            help="Grid: 'draft; target; random:p=0.25,0.5; rsd:threshold=0.5,0.7; oracle:tau=0,0.1; "
+            "router:target_rate=0.2,0.4' (router points need --router)."
         ),
     ] = DEFAULT_POINTS,
+    router: opt.Router = None,
     draft: opt.Draft = opt.DEFAULTS["draft"],
     target: opt.Target = opt.DEFAULTS["target"],
     max_steps: opt.MaxSteps = 40,
@@ -81,9 +83,10 @@ def sweep(
     if step_cache is not None:
         draft_model = CachingGenerator(draft_model, step_cache, f"{draft}|{style}")
         target_model = CachingGenerator(target_model, step_cache, f"{target}|{style}")
+    policy_options = PolicyOptions(seed=seed, router_path=str(router) if router else None)
     try:
         results = run_sweep(
-            problems, draft_model, target_model, grid, out, config, PolicyOptions(seed=seed), run_config
+            problems, draft_model, target_model, grid, out, config, policy_options, run_config
         )
     finally:
         draft_model.close()

@@ -1,0 +1,75 @@
+"""The ``router`` policy: escalate a draft step when a trained router's score ŷ exceeds τ.
+
+The router reads only what the draft already produced (the question, the accepted steps and who wrote
+them, the draft step with its token logprobs), so a step the router accepts costs no PRM call and no
+target call; the target writes a step only when ``ŷ > τ``. τ is given directly, or chosen from the
+router's saved τ table (measured on its validation rows) so that about ``target_rate`` of the steps
+go to the target. The engine counts the router's time in each step's ``policy_seconds``.
+"""
+
+from __future__ import annotations
+
+from arbitrage.errors import ConfigError
+from arbitrage.policies.base import StepView
+from arbitrage.router.base import Router, RouterExample
+from arbitrage.trace import Decision
+
+WARM_UP = RouterExample(question="1 + 1?", steps=(), roles=(), draft_text="1 + 1 = 2", draft_logprobs=(-0.1,),
+                        draft_entropies=(0.1,), draft_tokens=1)  # fmt: skip
+
+
+class RouterPolicy:
+    """Escalate when ``router.score(...) > tau``."""
+
+    def __init__(
+        self, router: Router, tau: float, *, target_rate: float | None = None, source: str = ""
+    ) -> None:
+        if not 0.0 <= tau <= 1.0:
+            raise ConfigError(
+                f"--tau must be within [0, 1] for the router policy (ŷ is in [0, 1]), got {tau}"
+            )
+        self.router = router
+        self.tau = tau
+        self.target_rate = target_rate  # the rate τ was chosen for, when it was chosen from the table
+        self.source = source  # where the router came from (its folder), for traces
+
+    @property
+    def name(self) -> str:
+        rate = f",rate={self.target_rate:g}" if self.target_rate is not None else ""
+        return f"router({self.router.kind},tau={self.tau:.4g}{rate})"
+
+    def decide(self, view: StepView) -> Decision:
+        score = self.router.score(view.question, view.history, view.draft)
+        escalate = score > self.tau
+        return Decision(
+            escalate=escalate,
+            score=score,
+            threshold=self.tau,
+            reason=f"ŷ {score:.3f} {'>' if escalate else '≤'} τ {self.tau:.3f}",
+            info={"router": self.router.kind, "labels": self.router.scheme.name},
+        )
+
+
+def build_router_policy(
+    path: str | None, tau: float | None, target_rate: float | None, device: str = "auto"
+) -> RouterPolicy:
+    """Load the router at ``path`` and fix τ: given, or from the τ table for ``target_rate``."""
+    from arbitrage.router.store import load_router
+
+    if not path:
+        raise ConfigError("--policy router needs --router PATH (a folder from `arbitrage train-router`)")
+    if target_rate is not None and tau is not None:
+        raise ConfigError("Give the router policy either --tau or --target-rate, not both")
+    if target_rate is None and tau is None:
+        raise ConfigError("The router policy needs --tau τ (escalate when ŷ > τ) or --target-rate r")
+    if tau is not None and not 0.0 <= tau <= 1.0:
+        raise ConfigError(f"--tau must be within [0, 1] for the router policy (ŷ is in [0, 1]), got {tau}")
+    if target_rate is not None and not 0.0 <= target_rate <= 1.0:
+        raise ConfigError(f"--target-rate must be within [0, 1], got {target_rate}")
+    loaded = load_router(path, device=device)
+    if target_rate is not None:
+        tau = loaded.tau_for_rate(target_rate).tau
+    assert tau is not None
+    # one throw-away decision, so the first real step isn't charged one-off costs (lazy init, caches)
+    loaded.router.score_batch([WARM_UP])
+    return RouterPolicy(loaded.router, tau, target_rate=target_rate, source=str(loaded.path))

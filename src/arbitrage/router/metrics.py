@@ -1,0 +1,128 @@
+"""How well a router's scores ŷ match the oracle: the paper's router metrics, and τ ↔ escalation rate.
+
+On held-out rows with advantage Δ and oracle label y = 1[Δ > 0]:
+
+- **Spearman ρ** between ŷ and Δ: does the router rank steps by how much the target gains?
+- Predictions at a threshold (default ``ŷ > 0.5``, the classifier's decision):
+  **accuracy on label 0** = share of y = 0 rows predicted 0 (true-negative rate),
+  **accuracy on label 1** = share of y = 1 rows predicted 1 (true-positive rate),
+  **balanced accuracy** = their mean (0.5 for any constant guess), plain accuracy, escalation rate.
+- **ROC-AUC** of ŷ against y: the chance a random y = 1 row scores above a random y = 0 row.
+
+Metrics that a sample cannot define (ROC-AUC or an accuracy with only one label present, ρ of a
+constant) are ``None``, never a misleading number.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from arbitrage.router.base import RouterError
+
+DEFAULT_METRIC_TAU = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class RouterMetrics:
+    """A router's scores against the oracle on one set of rows. Read by the CLI tables and JSON."""
+
+    rows: int  # rows scored
+    questions: int  # distinct questions among them
+    positive_rate: float  # share of rows with y = 1 (Δ > 0)
+    spearman: float | None  # Spearman ρ between ŷ and Δ
+    spearman_p: float | None  # its two-sided p-value
+    roc_auc: float | None  # ROC-AUC of ŷ against y (None when only one label is present)
+    balanced_accuracy: float | None  # mean of the two per-label accuracies (None when a label is absent)
+    accuracy_label0: float | None  # share of y = 0 rows with ŷ ≤ τ
+    accuracy_label1: float | None  # share of y = 1 rows with ŷ > τ
+    accuracy: float  # share of rows where 1[ŷ > τ] == y
+    escalation_rate: float  # share of rows with ŷ > τ
+    tau: float  # the threshold the accuracies use
+    mean_score: float  # mean ŷ
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def _finite(x: float) -> float | None:
+    return None if x is None or not math.isfinite(x) else float(x)
+
+
+def router_metrics(
+    scores: np.ndarray,
+    deltas: np.ndarray,
+    question_ids: list[str] | None = None,
+    tau: float = DEFAULT_METRIC_TAU,
+) -> RouterMetrics:
+    """Score ``[n]`` ŷ against ``[n]`` Δ (y = 1[Δ > 0])."""
+    from scipy.stats import spearmanr
+    from sklearn.metrics import roc_auc_score
+
+    s = np.asarray(scores, dtype=float)
+    d = np.asarray(deltas, dtype=float)
+    if s.shape != d.shape or s.ndim != 1:
+        raise RouterError(f"Scores {s.shape} and advantages {d.shape} must be two equal-length vectors")
+    if s.size == 0:
+        raise RouterError("No rows to evaluate the router on")
+    y = (d > 0).astype(int)
+    pred = (s > tau).astype(int)
+    rho: float | None = None
+    p_value: float | None = None
+    if np.ptp(s) > 0 and np.ptp(d) > 0:
+        result = spearmanr(s, d)
+        rho, p_value = _finite(float(result.statistic)), _finite(float(result.pvalue))
+    both = 0 < y.sum() < y.size
+    acc0 = float((pred[y == 0] == 0).mean()) if (y == 0).any() else None
+    acc1 = float((pred[y == 1] == 1).mean()) if (y == 1).any() else None
+    return RouterMetrics(
+        rows=int(s.size),
+        questions=len(set(question_ids)) if question_ids is not None else 0,
+        positive_rate=float(y.mean()),
+        spearman=rho,
+        spearman_p=p_value,
+        roc_auc=float(roc_auc_score(y, s)) if both else None,
+        balanced_accuracy=(acc0 + acc1) / 2 if acc0 is not None and acc1 is not None else None,
+        accuracy_label0=acc0,
+        accuracy_label1=acc1,
+        accuracy=float((pred == y).mean()),
+        escalation_rate=float(pred.mean()),
+        tau=tau,
+        mean_score=float(s.mean()),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class TauRow:
+    """One entry of a router's τ table: escalating when ŷ > tau sends ``rate`` of the rows to the target."""
+
+    tau: float
+    rate: float
+
+
+def tau_table(scores: np.ndarray, points: int = 101) -> list[TauRow]:
+    """τ → escalation rate on (validation) scores, for τ at ``points`` quantiles of ŷ plus 0 and 1.
+
+    The rates are measured (share of the given scores above τ), so ties show as steps in the table.
+    """
+    s = np.sort(np.asarray(scores, dtype=float))
+    if s.size == 0:
+        raise RouterError("No scores to build a τ table from")
+    taus = {0.0, 1.0, *(float(t) for t in np.quantile(s, np.linspace(0.0, 1.0, points)))}
+    rows = []
+    for tau in sorted(taus):
+        rate = float(s.size - np.searchsorted(s, tau, side="right")) / s.size
+        rows.append(TauRow(tau=round(tau, 9), rate=rate))
+    return rows
+
+
+def tau_for_rate(table: list[TauRow], target_rate: float) -> TauRow:
+    """The table entry whose measured escalation rate is closest to ``target_rate`` (ties: lower τ)."""
+    if not 0.0 <= target_rate <= 1.0:
+        raise RouterError(f"--target-rate must be within [0, 1], got {target_rate}")
+    if not table:
+        raise RouterError("The router's τ table is empty")
+    return min(table, key=lambda row: (abs(row.rate - target_rate), row.tau))
