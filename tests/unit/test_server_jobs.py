@@ -87,7 +87,7 @@ def test_policy_choice_is_limited_to_the_allowed_ones() -> None:
     ("params", "needle"),
     [
         ({"p": 1.5}, "outside this server's range [0, 1]"),
-        ({"tau": 0.1}, "'tau' is not a parameter of this version's policies"),  # listed, not yet a field
+        ({"tau": 1.5}, "outside this server's range [-1, 1]"),
         ({"seed": 4}, "'seed' is fixed on this server"),  # a field, but not listed in param_limits
         ({"zzz": 1}, "'zzz' is not a parameter"),
     ],
@@ -96,6 +96,12 @@ def test_policy_params_outside_what_the_server_allows(params: dict[str, float], 
     error = rejected(chat(arbitrage={"policy_params": params}))
     assert error.status == 400 and needle in error.message, error.message
     assert "settable per request: p" in error.message or "range" in error.message
+
+
+def test_a_listed_limit_that_no_policy_has_is_rejected() -> None:
+    settings = make_settings(param_limits={"p": {"min": 0.0, "max": 1.0}, "gamma": {"min": 0, "max": 1}})
+    error = rejected(chat(arbitrage={"policy_params": {"gamma": 0.5}}), settings)
+    assert error.status == 400 and "'gamma' is not a parameter of this version's policies" in error.message
 
 
 def test_server_limits_decide_what_is_settable() -> None:
