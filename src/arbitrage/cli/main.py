@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from arbitrage.cli.eval_prm import eval_prm
 from arbitrage.cli.models import models_app
 from arbitrage.cli.solve import solve
 
@@ -21,6 +22,7 @@ app = typer.Typer(
 )
 app.add_typer(models_app, name="models")
 app.command()(solve)
+app.command("eval-prm")(eval_prm)
 
 
 @app.callback()
