@@ -28,7 +28,7 @@ def main() -> None:
     ap.add_argument("--gsm8k", type=Path, default=GSM8K_TRAIN)
     ap.add_argument("--out", type=Path, default=ROOT / "data" / "prm_eval")
     ap.add_argument("--problems", type=int, default=30, help="problems for the corrupted part")
-    ap.add_argument("--draft-problems", type=int, default=24, help="problems for the draft part")
+    ap.add_argument("--draft-problems", type=int, default=13, help="problems for the draft part")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--draft", default="qwen2.5-coder-0.5b")
     ap.add_argument("--target", default="qwen2.5-coder-1.5b")

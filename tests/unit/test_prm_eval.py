@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
@@ -10,6 +11,8 @@ from typer.testing import CliRunner
 
 from arbitrage.cli.main import app
 from arbitrage.prm.arithmetic import ArithmeticVerifier
+from arbitrage.prm.base import StepScores
+from arbitrage.prm.combine import VetoScorer
 from arbitrage.prm.evalset import LabelledStep, write_rows
 from arbitrage.prm.evaluate import auroc, bootstrap_auroc, evaluate_scorer
 
@@ -42,7 +45,7 @@ ROWS = [
 
 
 def test_evaluate_scorer_reports_metrics_per_kind() -> None:
-    report = evaluate_scorer("arith", ArithmeticVerifier, ROWS)
+    (report,) = evaluate_scorer("arith", ArithmeticVerifier, ROWS)
     assert report.rows == 7 and report.name == "arith"
     assert report.rewards == {"r0": 1.0, "r1": 0.0, "r2": 1.0, "r3": 1.0, "r4": 0.0, "r5": 0.5, "r6": 0.0}
     assert report.mean_right == pytest.approx((1 + 1 + 0.5) / 3)
@@ -77,3 +80,26 @@ def test_eval_prm_command_writes_results_and_resumes(tmp_path: Path) -> None:
     again = json.loads(out.read_text())
     assert [s["spec"] for s in again["scorers"]] == ["arith", "arith:"]
     assert again["scorers"][0]["name"] == "kept" and again["scorers"][1]["rows"] == 5
+
+
+class LengthScorer:
+    """A deterministic stand-in judge: longer steps score higher."""
+
+    name = "length"
+
+    def score(self, question: str, steps: Sequence[str], *, only_last: bool = True) -> StepScores:
+        return StepScores((min(1.0, len(steps[-1]) / 20),), len(steps) - 1, 0.01, scorer=self.name)
+
+    def close(self) -> None:
+        pass
+
+
+def test_composite_scorer_reports_its_base_from_the_same_calls() -> None:
+    combined, base = evaluate_scorer("judge+arith:fake", lambda: VetoScorer(LengthScorer()), ROWS)
+    assert combined.spec == "judge+arith:fake" and combined.name == "length+arith"
+    assert base.spec == "judge:fake" and base.name == "length"
+    alone = evaluate_scorer("judge:fake", LengthScorer, ROWS)[0]
+    assert base.rewards == alone.rewards and base.auroc == alone.auroc
+    for row_id, reward in combined.rewards.items():
+        vetoed = row_id in ("r1", "r4", "r6")  # the rows whose stated arithmetic is wrong
+        assert reward == pytest.approx(base.rewards[row_id] * (0.1 if vetoed else 1.0), abs=1e-6)

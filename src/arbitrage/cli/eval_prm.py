@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -38,7 +39,7 @@ def eval_prm(
     from arbitrage.cli.render import print_prm_table
     from arbitrage.errors import ConfigError
     from arbitrage.prm.evalset import load_rows
-    from arbitrage.prm.evaluate import ScorerReport, evaluate_scorer
+    from arbitrage.prm.evaluate import ScorerReport, component_spec, evaluate_scorer
     from arbitrage.prm.registry import DEFAULT_PRM, ScorerOptions, load_scorer
 
     files = data or sorted(DEFAULT_DATA_DIR.glob("*.jsonl"))
@@ -57,6 +58,7 @@ def eval_prm(
     previous: dict[str, dict[str, object]] = {}
     if resume and out is not None and out.is_file():
         previous = {s["spec"]: s for s in json.loads(out.read_text())["scorers"]}
+        specs = [s for spec in specs for s in (spec, component_spec(spec)) if s in previous or s == spec]
     results: list[dict[str, object]] = []
 
     def save() -> None:
@@ -75,7 +77,12 @@ def eval_prm(
         }
         out.write_text(json.dumps(payload, indent=1) + "\n")
 
+    def have(spec: str) -> bool:
+        return any(r["spec"] == spec for r in results)
+
     for spec in specs:
+        if have(spec):  # already measured as part of a composite scorer (judge+arith reports its judge)
+            continue
         if spec in previous:
             results.append(previous[spec])
             continue
@@ -84,16 +91,18 @@ def eval_prm(
             console=console, transient=True,
         ) as bar:  # fmt: skip
             task = bar.add_task(spec, total=len(rows))
-            report: ScorerReport = evaluate_scorer(
+            reports: list[ScorerReport] = evaluate_scorer(
                 spec,
                 lambda spec=spec: load_scorer(spec, options),  # type: ignore[misc]
                 rows,
                 progress=lambda done, _total, task=task: bar.update(task, completed=done),  # type: ignore[misc]
             )
-        results.append(report.to_dict())
+        for report in reports:
+            if not have(report.spec):
+                results.append(report.to_dict())
         save()
     save()
     if as_json:
         typer.echo(json.dumps(results, indent=1))
     else:
-        print_prm_table(Console(), results, len(rows))
+        print_prm_table(Console(width=None if sys.stdout.isatty() else 160), results, len(rows))

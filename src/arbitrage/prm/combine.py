@@ -48,7 +48,12 @@ class VetoScorer:
             scorer=self.name,
             prompt_tokens=base.prompt_tokens,
             prefill_tokens=base.prefill_tokens,
-            info={**base.info, "base_rewards": list(base.rewards), "arith_veto": vetoed},
+            info={
+                **base.info,
+                "arith_veto": vetoed,
+                # the base scorer's own result, so one run measures both (eval-prm reports it too)
+                "base": {"scorer": base.scorer, "rewards": list(base.rewards), "seconds": base.seconds},
+            },
         )
 
     def close(self) -> None:

@@ -111,34 +111,24 @@ def by_kind(rows: Sequence[LabelledStep], rewards: Sequence[float]) -> dict[str,
     return out
 
 
-def evaluate_scorer(
+def component_spec(spec: str) -> str:
+    """The spec of a composite scorer's base (``judge+arith:M`` → ``judge:M``)."""
+    return "judge:" + spec.split(":", 1)[1] if spec.startswith("judge+arith:") else f"{spec} (base)"
+
+
+def _report(
     spec: str,
-    build: Callable[[], StepScorer],
+    name: str,
     rows: Sequence[LabelledStep],
-    progress: Callable[[int, int], None] | None = None,
+    rewards: Sequence[float],
+    seconds: Sequence[float],
+    prefill: Sequence[int],
+    load_seconds: float,
 ) -> ScorerReport:
-    """Score every row (only the last step, rows in order) and summarise."""
-    t0 = time.perf_counter()
-    scorer = build()
-    load_seconds = time.perf_counter() - t0
-    rewards: list[float] = []
-    seconds: list[float] = []
-    prefill: list[int] = []
-    try:
-        for i, row in enumerate(rows):
-            t = time.perf_counter()
-            result = scorer.score(row.question, row.steps, only_last=True)
-            seconds.append(time.perf_counter() - t)
-            rewards.append(result.last)
-            prefill.append(result.prefill_tokens)
-            if progress is not None:
-                progress(i + 1, len(rows))
-    finally:
-        scorer.close()
     labels = [row.label for row in rows]
     return ScorerReport(
         spec=spec,
-        name=scorer.name,
+        name=name,
         rows=len(rows),
         auroc=auroc(rewards, labels),
         auroc_ci=bootstrap_auroc(rewards, labels),
@@ -150,3 +140,47 @@ def evaluate_scorer(
         by_kind=by_kind(rows, rewards),
         rewards={row.id: round(r, 6) for row, r in zip(rows, rewards, strict=True)},
     )
+
+
+def evaluate_scorer(
+    spec: str,
+    build: Callable[[], StepScorer],
+    rows: Sequence[LabelledStep],
+    progress: Callable[[int, int], None] | None = None,
+) -> list[ScorerReport]:
+    """Score every row (only the last step, rows in order) and summarise.
+
+    Returns the scorer's report and, for a composite scorer that reports its base scorer's own result
+    (``judge+arith`` reports the judge's), the base's report from the same calls.
+    """
+    t0 = time.perf_counter()
+    scorer = build()
+    load_seconds = time.perf_counter() - t0
+    rewards: list[float] = []
+    seconds: list[float] = []
+    prefill: list[int] = []
+    base_rewards: list[float] = []
+    base_seconds: list[float] = []
+    base_name = ""
+    try:
+        for i, row in enumerate(rows):
+            t = time.perf_counter()
+            result = scorer.score(row.question, row.steps, only_last=True)
+            seconds.append(time.perf_counter() - t)
+            rewards.append(result.last)
+            prefill.append(result.prefill_tokens)
+            base = result.info.get("base")
+            if isinstance(base, dict):
+                base_rewards.append(float(base["rewards"][-1]))
+                base_seconds.append(float(base["seconds"]))
+                base_name = str(base["scorer"])
+            if progress is not None:
+                progress(i + 1, len(rows))
+    finally:
+        scorer.close()
+    reports = [_report(spec, scorer.name, rows, rewards, seconds, prefill, load_seconds)]
+    if len(base_rewards) == len(rows):
+        reports.append(
+            _report(component_spec(spec), base_name, rows, base_rewards, base_seconds, prefill, load_seconds)
+        )
+    return reports
