@@ -97,6 +97,7 @@ class Engine:
                 stop = "cancelled"
                 break
             record = self._next_step(question, trace)
+            trace.diagnostic_seconds += record.diagnostic_seconds  # spent even if the step is dropped
             # 5. loop guard: drop a step that repeats too often and stop
             key = _normalise(record.text)
             if key and seen[key] >= cfg.max_step_repeats:
@@ -146,10 +147,13 @@ class Engine:
         draft = self.draft.generate_step(context, self.config.step)
         trace.usage["draft"].observe(draft)
         # 3. the policy decides (it may ask for the target's step, or score with a PRM)
-        view = StepView(question=question, history=history, draft=draft, _make_target=make_target)
+        view = StepView(
+            question=question, history=history, draft=draft, _make_target=make_target, params=self.config.step
+        )
         t0 = time.perf_counter()
         decision = self.policy.decide(view)
-        policy_seconds = max(0.0, time.perf_counter() - t0 - target_wall[0])
+        # policy time: PRM / router work, less target generation and diagnostic-only work
+        policy_seconds = max(0.0, time.perf_counter() - t0 - target_wall[0] - decision.diagnostic_seconds)
         # 4. escalate: the target writes the step (reusing one the policy already requested)
         requested = view.target_step() if decision.escalate else view.generated_target
         return self._record(index, draft, requested, decision, policy_seconds, len(view.extra_samples))
@@ -176,4 +180,5 @@ class Engine:
             decision=decision,
             policy_seconds=policy_seconds,
             extra_target_samples=extra_samples,
+            diagnostic_seconds=decision.diagnostic_seconds,
         )

@@ -32,3 +32,7 @@ class FetchError(ArbitrageError):
 
 class BackendError(ArbitrageError):
     """A generator backend failed while producing a step (server unreachable, decode failure)."""
+
+
+class ScorerError(ArbitrageError):
+    """A step scorer (process reward model) failed or was misconfigured (bad spec, server error)."""

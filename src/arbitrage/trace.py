@@ -28,6 +28,9 @@ class Decision:
     target_reward: float | None = None  # PRM reward of the target step (mean over samples), when computed
     reason: str = ""  # one short human-readable phrase
     info: dict[str, Any] = field(default_factory=dict)  # policy-specific extras (JSON-serialisable)
+    # seconds the policy spent only on diagnostics (e.g. RSD scoring the target's step for the waste
+    # count): excluded from the step's policy_seconds and from the solve's latency
+    diagnostic_seconds: float = 0.0
 
     @property
     def advantage(self) -> float | None:
@@ -35,6 +38,14 @@ class Decision:
         if self.draft_reward is None or self.target_reward is None:
             return None
         return self.target_reward - self.draft_reward
+
+    @property
+    def wasted(self) -> bool | None:
+        """An escalation whose target step did not score above the draft's (None: not escalated or
+        a reward is unknown)."""
+        if not self.escalate or self.advantage is None:
+            return None
+        return self.advantage <= 0
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +62,7 @@ class StepRecord:
     decision: Decision
     policy_seconds: float  # wall seconds inside the policy (PRM / router), target generation excluded
     extra_target_samples: int = 0  # additional target samples the policy drew (e.g. oracle k > 1)
+    diagnostic_seconds: float = 0.0  # policy time spent on diagnostics only (not in policy_seconds)
 
     @property
     def kept(self) -> StepOutput:
@@ -118,8 +130,9 @@ class SolveTrace:
     usage: dict[Role, ModelUsage] = field(
         default_factory=lambda: {"draft": ModelUsage(), "target": ModelUsage()}
     )
-    policy_seconds: float = 0.0  # Σ StepRecord.policy_seconds
-    wall_seconds: float = 0.0  # end-to-end wall time of the solve
+    policy_seconds: float = 0.0  # Σ StepRecord.policy_seconds (PRM / router time; part of the latency)
+    wall_seconds: float = 0.0  # end-to-end wall time of the solve, diagnostics included
+    diagnostic_seconds: float = 0.0  # Σ diagnostic seconds of every decision, dropped steps too (not latency)
     stop_reason: StopReason | None = None
     answer: str | None = None  # extracted final answer (last \boxed{}, with fallbacks)
 
@@ -149,6 +162,24 @@ class SolveTrace:
             return None
         return self.usage["target"].calls / len(self.steps)
 
+    @property
+    def latency_seconds(self) -> float:
+        """What the solve cost its user: wall time less diagnostic-only work."""
+        return max(0.0, self.wall_seconds - self.diagnostic_seconds)
+
+    @property
+    def escalations_with_rewards(self) -> int:
+        """Escalated steps whose draft and target rewards are both known."""
+        return sum(1 for s in self.steps if s.decision.wasted is not None)
+
+    @property
+    def wasted_escalations(self) -> int | None:
+        """Escalated steps whose target reward did not beat the draft's (Δ ≤ 0); None when no
+        escalated step has both rewards (RSD without ``--diagnose``)."""
+        if not self.escalations_with_rewards:
+            return None
+        return sum(1 for s in self.steps if s.decision.wasted)
+
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form (used by ``--json``, eval records and the server)."""
         usage = {
@@ -162,6 +193,10 @@ class SolveTrace:
             "stop_reason": self.stop_reason,
             "wall_seconds": self.wall_seconds,
             "policy_seconds": self.policy_seconds,
+            "diagnostic_seconds": self.diagnostic_seconds,
+            "latency_seconds": self.latency_seconds,
+            "wasted_escalations": self.wasted_escalations,
+            "escalations_with_rewards": self.escalations_with_rewards,
             "num_steps": len(self.steps),
             "acceptance_rate": self.acceptance_rate,
             "token_acceptance_rate": self.token_acceptance_rate,
@@ -185,6 +220,7 @@ def _output_dict(output: StepOutput | None) -> dict[str, Any] | None:
 def _step_dict(step: StepRecord) -> dict[str, Any]:
     decision = dataclasses.asdict(step.decision)
     decision["advantage"] = step.decision.advantage
+    decision["wasted"] = step.decision.wasted
     return {
         "index": step.index,
         "role": step.role,
@@ -195,6 +231,7 @@ def _step_dict(step: StepRecord) -> dict[str, Any]:
         "escalated": step.escalated,
         "decision": decision,
         "policy_seconds": step.policy_seconds,
+        "diagnostic_seconds": step.diagnostic_seconds,
         "extra_target_samples": step.extra_target_samples,
         "draft": _output_dict(step.draft),
         "target": _output_dict(step.target),

@@ -10,7 +10,7 @@ from typer.testing import CliRunner
 
 from arbitrage.cli.main import app
 
-COMMANDS = [[], ["solve"], ["models"], ["models", "list"], ["models", "fetch"]]
+COMMANDS = [[], ["solve"], ["models"], ["models", "list"], ["models", "fetch"], ["eval-prm"]]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "root")
@@ -37,6 +37,15 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (["solve", "What is 1+1?", "--policy", "nope"], "Unknown policy 'nope'"),
         (["solve", "What is 1+1?", "--policy", "random", "--p", "2"], "--p must be within"),
         (["models", "fetch", "nope"], "Unknown model 'nope'"),
+        (["solve", "What is 1+1?", "--policy", "rsd", "--threshold", "2"], "--threshold must be within"),
+        (
+            ["solve", "What is 1+1?", "--policy", "oracle", "--target-samples", "0"],
+            "--target-samples must be",
+        ),
+        (["solve", "What is 1+1?", "--policy", "rsd", "--prm", "nope:x"], "Unknown PRM 'nope:x'"),
+        (["solve", "What is 1+1?", "--policy", "oracle", "--prm", "judge:x#nope"], "Unknown judge prompt"),
+        (["eval-prm", "--data", "/nonexistent.jsonl", "--prm", "arith"], "Step-labelled set not found"),
+        (["eval-prm", "--data", "/nonexistent.jsonl", "--limit", "0"], "--limit must be positive"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(args: list[str], message: str) -> None:

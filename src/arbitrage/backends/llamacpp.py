@@ -239,12 +239,31 @@ class LlamaCppGenerator:
 
     def next_token_logprobs(self, tokens: list[int]) -> np.ndarray:
         """Log-probabilities of the token after ``tokens`` (KV reuse as for steps). For judge PRMs."""
+        return self.next_token_logprobs_counted(tokens)[0]
+
+    def next_token_logprobs_counted(self, tokens: list[int]) -> tuple[np.ndarray, int]:
+        """As :meth:`next_token_logprobs`, with the number of tokens evaluated (not from the KV cache)."""
+        if self._closed:
+            raise BackendError(f"{self.name} is closed")
         with self._lock:
-            self._prefill(tokens)
-            return log_softmax(self._last_logits())
+            prefill = self._prefill(tokens)
+            return log_softmax(self._last_logits()), prefill
 
     def tokenize(self, text: str, special: bool = False) -> list[int]:
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special))
+
+    def tokenize_prompt(self, prompt: str) -> list[int]:
+        """Tokens of a chat-formatted prompt, special tokens parsed, BOS added as the model wants it."""
+        bos = self._token_text(self.llm.token_bos())
+        add_bos = not (bos and prompt.startswith(bos))
+        return list(self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
+
+    def detokenize(self, tokens: list[int]) -> str:
+        return self.llm.detokenize(tokens).decode("utf-8", errors="ignore")
+
+    def is_end_of_generation(self, token: int) -> bool:
+        """Whether ``token`` ends the model's turn (EOS, end-of-turn and the like)."""
+        return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
 
     def _choose(self, logprobs: np.ndarray, params: StepParams, rng: np.random.Generator) -> int:
         if params.temperature == 0:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from pathlib import Path
 from typing import Annotated
@@ -10,6 +11,7 @@ import typer
 
 from arbitrage.cli import options as opt
 from arbitrage.evaluation.datasets import Problem
+from arbitrage.prm.registry import DEFAULT_PRM
 
 
 def load_problems(
@@ -52,8 +54,12 @@ def evaluate(
     offset: opt.Offset = 0,
     policy: opt.Policy = "draft",
     p: opt.P = 0.5,
-    router: opt.Router = None,
+    prm: opt.Prm = DEFAULT_PRM,
+    threshold: opt.Threshold = 0.7,
     tau: opt.Tau = None,
+    target_samples: opt.TargetSamples = 1,
+    diagnose: opt.Diagnose = False,
+    router: opt.Router = None,
     target_rate: opt.TargetRate = None,
     draft: opt.Draft = opt.DEFAULTS["draft"],
     target: opt.Target = opt.DEFAULTS["target"],
@@ -84,7 +90,12 @@ def evaluate(
         max_steps=max_steps,
         max_total_tokens=max_tokens,
     )
-    routing = build_policy(policy, opt.policy_options(policy, p, seed, router, tau, target_rate))
+    policy_options = opt.policy_options(
+        policy, p, seed, router, tau, target_rate, threshold=threshold, target_samples=target_samples,
+        diagnose=diagnose,
+    )  # fmt: skip
+    scorer = opt.load_policy_scorer([policy], prm, n_ctx)
+    routing = build_policy(policy, dataclasses.replace(policy_options, scorer=scorer))
     run_config = {
         "data": name,
         "offset": offset,
@@ -97,6 +108,7 @@ def evaluate(
         "separator": separator,
         "temperature": temperature,
         "seed": seed,
+        "prm": prm if scorer is not None else None,
     }
     if out is None:
         slug = re.sub(r"[^A-Za-z0-9.=-]+", "-", f"{name}_{routing.name}_{draft}_{target}").strip("-")
@@ -109,4 +121,6 @@ def evaluate(
     finally:
         draft_model.close()
         target_model.close()
+        if scorer is not None:
+            scorer.close()
     print_eval_summary(Console(), summary, out)

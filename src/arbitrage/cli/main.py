@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from arbitrage.cli.eval_prm import eval_prm
 from arbitrage.cli.eval_router import eval_router
 from arbitrage.cli.evaluate import evaluate
 from arbitrage.cli.models import models_app
@@ -33,6 +34,7 @@ app.command()(report)
 app.command()(serve)
 app.command("train-router")(train_router)
 app.command("eval-router")(eval_router)
+app.command("eval-prm")(eval_prm)
 
 
 @app.callback()

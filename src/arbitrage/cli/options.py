@@ -3,16 +3,19 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from arbitrage.models.registry import DEFAULT_DRAFT, DEFAULT_TARGET
 from arbitrage.policies.factory import PolicyOptions
 
+if TYPE_CHECKING:
+    from arbitrage.prm.base import StepScorer
+
 Draft = Annotated[str, typer.Option(help="Draft model: a named model, a .gguf path, or a backend spec.")]
 Target = Annotated[str, typer.Option(help="Target model (same forms as --draft).")]
-Policy = Annotated[str, typer.Option(help="Routing policy: draft, target, random or router.")]
+Policy = Annotated[str, typer.Option(help="Routing policy: draft, target, random, rsd, oracle or router.")]
 P = Annotated[float, typer.Option(help="random: probability of escalating a step.")]
 MaxSteps = Annotated[int, typer.Option(help="Stop after this many steps.")]
 MaxTokens = Annotated[int, typer.Option(help="Stop once the solution holds this many tokens.")]
@@ -39,7 +42,10 @@ Router = Annotated[
     typer.Option("--router", help="router: folder of a router saved by `arbitrage train-router`."),
 ]
 Tau = Annotated[
-    float | None, typer.Option(help="router: escalate a step when the router's ŷ > τ (τ in [0, 1]).")
+    float | None,
+    typer.Option(
+        help="oracle: escalate iff s_target − s_draft > τ (default 0); router: escalate when ŷ > τ."
+    ),
 ]
 TargetRate = Annotated[
     float | None,
@@ -49,8 +55,42 @@ TargetRate = Annotated[
 ]
 
 
+Prm = Annotated[
+    str,
+    typer.Option(
+        help="rsd, oracle: process reward model, e.g. judge:MODEL[#PROMPT], arith, judge+arith:MODEL, "
+        "hf:PATH, http:URL#MODEL."
+    ),
+]
+Threshold = Annotated[float, typer.Option(help="rsd: accept a draft step iff its reward >= this.")]
+TargetSamples = Annotated[
+    int, typer.Option(help="oracle: target samples averaged for s_target (extra ones at temperature 0.7).")
+]
+Diagnose = Annotated[
+    bool, typer.Option(help="rsd: also score escalated target steps to count wasted escalations.")
+]
+
+
+def load_policy_scorer(policies: list[str], prm: str, n_ctx: int) -> StepScorer | None:
+    """Load the PRM when one of ``policies`` needs it (rsd, oracle); None otherwise."""
+    from arbitrage.policies.factory import SCORED_POLICIES
+    from arbitrage.prm.registry import ScorerOptions, load_scorer
+
+    if not SCORED_POLICIES.intersection(policies):
+        return None
+    return load_scorer(prm, ScorerOptions(n_ctx=n_ctx))
+
+
 def policy_options(
-    policy: str, p: float, seed: int, router: Path | None, tau: float | None, target_rate: float | None
+    policy: str,
+    p: float,
+    seed: int,
+    router: Path | None,
+    tau: float | None,
+    target_rate: float | None,
+    threshold: float = 0.7,
+    target_samples: int = 1,
+    diagnose: bool = False,
 ) -> PolicyOptions:
     """PolicyOptions from the CLI, checking the router options (τ or a target rate, not both)."""
     from arbitrage.errors import ConfigError
@@ -61,10 +101,17 @@ def policy_options(
         raise ConfigError("--router and --target-rate apply to --policy router only")
     if tau is not None and target_rate is not None:
         raise ConfigError("Give either --tau or --target-rate, not both")
+    if policy in ("rsd", "oracle"):
+        from arbitrage.policies.reward import check_reward_options
+
+        check_reward_options(threshold, tau if tau is not None else 0.0, target_samples, 0.7)
     return PolicyOptions(
         p=p,
         seed=seed,
         router_path=str(router) if router is not None else None,
         tau=tau if tau is not None else 0.0,
         target_rate=target_rate,
+        threshold=threshold,
+        target_samples=target_samples,
+        diagnose=diagnose,
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from rich.console import Console
 from rich.markup import escape
@@ -19,7 +20,9 @@ def print_step(console: Console, record: StepRecord) -> None:
     else:
         tag = f"[bold cyan]draft  {escape(record.model)}[/]"
     why = f" [dim]({escape(record.decision.reason)})[/]" if record.decision.reason else ""
-    console.print(f"{tag} [dim]step {record.index + 1}, {record.tokens} tok[/]{why}")
+    rewards = _reward_text(record)
+    rewards = f" [yellow]{escape(rewards)}[/]" if rewards else ""
+    console.print(f"{tag} [dim]step {record.index + 1}, {record.tokens} tok[/]{rewards}{why}")
     console.print(record.text, markup=False, highlight=False)
     console.print()
 
@@ -60,6 +63,13 @@ def print_summary(console: Console, trace: SolveTrace) -> None:
         f"target-call rate {_fmt(trace.target_call_rate)}   policy s {trace.policy_seconds:.3f}   "
         f"wall s {trace.wall_seconds:.1f}   stop {trace.stop_reason}"
     )
+    if any(s.decision.draft_reward is not None for s in trace.steps) or trace.diagnostic_seconds:
+        wasted = trace.wasted_escalations
+        waste = "-" if wasted is None else f"{wasted}/{trace.escalations_with_rewards}"
+        console.print(
+            f"PRM (policy) s {trace.policy_seconds:.2f}   diagnostics s {trace.diagnostic_seconds:.2f} "
+            f"(not in latency)   latency s {trace.latency_seconds:.1f}   wasted escalations {waste}"
+        )
     console.print(f"[bold]answer[/] {escape(str(trace.answer))}")
 
 
@@ -114,3 +124,40 @@ def print_sweep_table(console: Console, summaries: list[EvalSummary], out: Path)
         )
     console.print(table)
     console.print(f"sweep summary: {out / 'sweep.json'}   plots: arbitrage report {out}")
+
+
+def _reward_text(record: StepRecord) -> str:
+    """Rewards behind a decision, e.g. "draft 0.82 target 0.91 Δ +0.09", or ""."""
+    d = record.decision
+    parts = []
+    if d.draft_reward is not None:
+        parts.append(f"draft {d.draft_reward:.2f}")
+    if d.target_reward is not None:
+        parts.append(f"target {d.target_reward:.2f}")
+    if d.advantage is not None:
+        parts.append(f"Δ {d.advantage:+.2f}")
+    return "  ".join(parts)
+
+
+def print_prm_table(console: Console, results: list[dict[str, Any]], rows: int) -> None:
+    """The eval-prm table: one row per scorer."""
+    table = Table(title=f"step scorers on {rows} labelled steps")
+    for column in ("scorer", "AUROC", "95% CI", "mean right", "mean wrong", "s/call", "prefill tok/call",
+                   "vs result", "vs operand", "draft AUROC"):  # fmt: skip
+        table.add_column(column, justify="right" if column != "scorer" else "left")
+    for r in results:
+        kinds = r.get("by_kind", {})
+        ci = r.get("auroc_ci")
+        table.add_row(
+            escape(str(r["spec"])),
+            _fmt(r.get("auroc"), ".3f"),
+            f"{ci[0]:.2f}–{ci[1]:.2f}" if ci else "-",
+            _fmt(r.get("mean_right"), ".3f"),
+            _fmt(r.get("mean_wrong"), ".3f"),
+            _fmt(r.get("seconds_per_call"), ".3f"),
+            _fmt(r.get("prefill_tokens_per_call"), ".0f"),
+            _fmt(kinds.get("corrupt-result", {}).get("auroc_vs_gold"), ".3f"),
+            _fmt(kinds.get("corrupt-operand", {}).get("auroc_vs_gold"), ".3f"),
+            _fmt(kinds.get("draft", {}).get("auroc"), ".3f"),
+        )
+    console.print(table)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Annotated
 
@@ -9,6 +10,7 @@ import typer
 
 from arbitrage.cli import options as opt
 from arbitrage.models.registry import DEFAULT_DRAFT, DEFAULT_TARGET
+from arbitrage.prm.registry import DEFAULT_PRM
 
 
 def solve(
@@ -17,10 +19,14 @@ def solve(
         str, typer.Option(help="Draft model: a named model, a .gguf path, or a backend spec.")
     ] = DEFAULT_DRAFT,
     target: Annotated[str, typer.Option(help="Target model (same forms as --draft).")] = DEFAULT_TARGET,
-    policy: Annotated[str, typer.Option(help="Routing policy: draft, target, random or router.")] = "random",
-    p: Annotated[float, typer.Option(help="random: probability of escalating a step.")] = 0.5,
-    router: opt.Router = None,
+    policy: opt.Policy = "random",
+    p: opt.P = 0.5,
+    prm: opt.Prm = DEFAULT_PRM,
+    threshold: opt.Threshold = 0.7,
     tau: opt.Tau = None,
+    target_samples: opt.TargetSamples = 1,
+    diagnose: opt.Diagnose = False,
+    router: opt.Router = None,
     target_rate: opt.TargetRate = None,
     max_steps: Annotated[int, typer.Option(help="Stop after this many steps.")] = 40,
     max_tokens: Annotated[int, typer.Option(help="Stop once the solution holds this many tokens.")] = 2048,
@@ -48,11 +54,28 @@ def solve(
         max_steps=max_steps,
         max_total_tokens=max_tokens,
     )
-    routing = build_policy(policy, opt.policy_options(policy, p, seed, router, tau, target_rate))
+    policy_options = opt.policy_options(
+        policy, p, seed, router, tau, target_rate, threshold=threshold, target_samples=target_samples,
+        diagnose=diagnose,
+    )  # fmt: skip
+    scorer = opt.load_policy_scorer([policy], prm, n_ctx)
+    policy_options = dataclasses.replace(policy_options, scorer=scorer)
     options = GeneratorOptions(n_ctx=n_ctx, seed=seed)
     console = Console(stderr=as_json)
-    draft_model = load_model(draft, options)
-    target_model = load_model(target, options)
+    try:
+        routing = build_policy(policy, policy_options)
+        draft_model = load_model(draft, options)
+    except BaseException:
+        if scorer is not None:
+            scorer.close()
+        raise
+    try:
+        target_model = load_model(target, options)
+    except BaseException:
+        draft_model.close()
+        if scorer is not None:
+            scorer.close()
+        raise
     try:
         engine = Engine(draft_model, target_model, routing, config)
         if as_json:
@@ -68,3 +91,5 @@ def solve(
     finally:
         draft_model.close()
         target_model.close()
+        if scorer is not None:
+            scorer.close()

@@ -12,6 +12,7 @@ from typing import Annotated
 import typer
 
 from arbitrage.cli import options as opt
+from arbitrage.prm.registry import DEFAULT_PRM
 
 DEFAULT_POINTS = "draft; target; random:p=0.25,0.5,0.75"
 
@@ -31,6 +32,9 @@ def sweep(
             "router:target_rate=0.2,0.4' (router points need --router)."
         ),
     ] = DEFAULT_POINTS,
+    prm: opt.Prm = DEFAULT_PRM,
+    target_samples: opt.TargetSamples = 1,
+    diagnose: opt.Diagnose = False,
     router: opt.Router = None,
     draft: opt.Draft = opt.DEFAULTS["draft"],
     target: opt.Target = opt.DEFAULTS["target"],
@@ -60,6 +64,7 @@ def sweep(
     from arbitrage.engine import EngineConfig
     from arbitrage.evaluation.sweep import parse_points, run_sweep
     from arbitrage.policies import PolicyOptions
+    from arbitrage.policies.factory import SCORED_POLICIES
 
     grid = parse_points(points)
     name, problems = load_problems(dataset, data_file, question_field, answer_field, data_dir, offset, limit)
@@ -74,7 +79,10 @@ def sweep(
     run_config = {
         "data": name, "offset": offset, "draft": draft, "target": target, "max_steps": max_steps,
         "max_tokens": max_tokens, "max_step_tokens": max_step_tokens, "separator": separator, "seed": seed,
+        "prm": prm if SCORED_POLICIES.intersection(p.policy for p in grid) else None,
+        "target_samples": target_samples, "diagnose": diagnose,
     }  # fmt: skip
+    scorer = opt.load_policy_scorer([p.policy for p in grid], prm, n_ctx)
     options = GeneratorOptions(n_ctx=n_ctx, seed=seed)
     style = hashlib.sha256(json.dumps(asdict(options.prompt_style), sort_keys=True).encode()).hexdigest()[:12]
     draft_model = load_model(draft, options)
@@ -83,7 +91,10 @@ def sweep(
     if step_cache is not None:
         draft_model = CachingGenerator(draft_model, step_cache, f"{draft}|{style}")
         target_model = CachingGenerator(target_model, step_cache, f"{target}|{style}")
-    policy_options = PolicyOptions(seed=seed, router_path=str(router) if router else None)
+    policy_options = PolicyOptions(
+        seed=seed, router_path=str(router) if router else None, scorer=scorer, target_samples=target_samples,
+        diagnose=diagnose,
+    )  # fmt: skip
     try:
         results = run_sweep(
             problems, draft_model, target_model, grid, out, config, policy_options, run_config
@@ -93,4 +104,6 @@ def sweep(
         target_model.close()
         if step_cache is not None:
             step_cache.close()
+        if scorer is not None:
+            scorer.close()
     print_sweep_table(Console(), [s for _, s in results], out)

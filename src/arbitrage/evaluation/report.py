@@ -36,6 +36,7 @@ class Point:
     target_call_rate: float
     escalations: int
     wasted: int | None
+    rewarded: int = 0  # escalations with both rewards known
 
 
 def load_points(sweep_dir: Path) -> list[Point]:
@@ -54,6 +55,7 @@ def load_points(sweep_dir: Path) -> list[Point]:
             target_call_rate=row["target_call_rate"] or 0.0,
             escalations=row["escalations"],
             wasted=row.get("wasted_escalations"),
+            rewarded=row.get("rewarded_escalations", row["escalations"]),
         )
         for row in rows
     ]
@@ -160,15 +162,15 @@ def build_report(sweep_dir: Path, title: str | None = None) -> Path:
                   f"{r['versus_latency']:.1f} | {r['speedup']:.2f}x |" for r in table]  # fmt: skip
     else:
         lines.append("No pair of policy families reaches a common accuracy.")
-    waste = [p for p in points if p.family == "rsd" and p.wasted is not None and p.escalations]
+    waste = [p for p in points if p.family == "rsd" and p.wasted is not None and p.rewarded]
     if waste:
         lines += ["", "## RSD waste: escalations whose target step did not beat the draft's reward", "",
-                  "| point | deferral rate | escalations | wasted | share wasted |",
+                  "| point | deferral rate | escalations (both rewards known) | wasted | share wasted |",
                   "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
         for p in sorted(waste, key=lambda p: p.acceptance, reverse=True):
             assert p.wasted is not None
-            lines.append(f"| {p.label} | {1 - p.acceptance:.3f} | {p.escalations} | {p.wasted} | "
-                         f"{p.wasted / p.escalations:.3f} |")  # fmt: skip
+            lines.append(f"| {p.label} | {1 - p.acceptance:.3f} | {p.rewarded} | {p.wasted} | "
+                         f"{p.wasted / p.rewarded:.3f} |")  # fmt: skip
     lines += ["", "![accuracy vs acceptance](accuracy_vs_acceptance.png)", "",
               "![accuracy vs latency](accuracy_vs_latency.png)", ""]  # fmt: skip
     (sweep_dir / "speedups.json").write_text(json.dumps(table, indent=2))

@@ -40,8 +40,6 @@ def record_for(problem: Problem, trace: SolveTrace | None, error: str | None = N
     draft, target = trace.usage["draft"], trace.usage["target"]
     outputs = [o for s in trace.steps for o in (s.draft, s.target) if o is not None]
     replayed = sum(1 for o in outputs if o.extra.get("replayed"))
-    diagnosed = any("target_reward_diagnostic" in s.decision.info for s in trace.steps)
-    wasted = getattr(trace, "wasted_escalations", None)
     return {
         **base,
         "predicted": verdict.predicted,
@@ -54,7 +52,8 @@ def record_for(problem: Problem, trace: SolveTrace | None, error: str | None = N
         "solution_tokens": sum(s.tokens for s in trace.steps),
         "draft_kept_tokens": sum(s.tokens for s in trace.steps if s.role == "draft"),
         "escalations": sum(1 for s in trace.steps if s.escalated),
-        "wasted_escalations": wasted if (wasted is not None and diagnosed) else None,
+        "wasted_escalations": trace.wasted_escalations,  # None unless escalations carry both rewards
+        "rewarded_escalations": trace.escalations_with_rewards,
         "target_calls": target.calls,
         "draft_generated_tokens": draft.generated_tokens,
         "target_generated_tokens": target.generated_tokens,

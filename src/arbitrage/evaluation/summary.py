@@ -8,7 +8,8 @@ Formulas (over the problems of a run):
 - latency = per-problem Σ measured call seconds (draft + target) + policy seconds: mean, median, p90
   (nearest-rank). Equal to the wall time up to the engine's own overhead for live calls, and still
   defined when calls were replayed from a step cache (their stored costs are summed).
-- wasted_escalation_rate = Σ wasted escalations / Σ diagnosed escalations (when diagnosed).
+- wasted share = Σ wasted escalations / Σ escalations with both rewards known (RSD with --diagnose,
+  the oracle); an escalation is wasted when its target step's reward did not beat the draft's.
 """
 
 from __future__ import annotations
@@ -59,7 +60,8 @@ class EvalSummary:
     latency_p90_s: float
     policy_seconds_mean: float  # PRM / router time per problem (inside the latency)
     escalations: int
-    wasted_escalations: int | None  # when diagnosed
+    wasted_escalations: int | None  # escalations whose Δ ≤ 0, when both rewards are known
+    rewarded_escalations: int  # escalations with both rewards known (the denominator of the waste share)
     wall_mean_s: float = 0.0  # measured wall seconds per problem (meaningful for live calls only)
     replayed_calls: int = 0  # model calls replayed from a step cache (costs summed, not re-measured)
     live_calls: int = 0  # model calls measured in this run
@@ -98,6 +100,7 @@ def summarize(records: Sequence[dict[str, Any]], policy: str) -> EvalSummary:
         policy_seconds_mean=statistics.mean(r["policy_seconds"] for r in ok) if ok else 0.0,
         escalations=sum(r["escalations"] for r in ok),
         wasted_escalations=sum(r["wasted_escalations"] for r in diagnosed) if diagnosed else None,
+        rewarded_escalations=sum(r.get("rewarded_escalations", 0) for r in ok),
         wall_mean_s=statistics.mean(r["wall_seconds"] for r in ok) if ok else 0.0,
         replayed_calls=sum(r.get("replayed_calls", 0) for r in ok),
         live_calls=sum(r.get("live_calls", 0) for r in ok),

@@ -28,6 +28,7 @@ class StepView:
     _make_target: Callable[[StepParams | None], StepOutput]
     _target: StepOutput | None = None
     extra_samples: list[StepOutput] = field(default_factory=list)
+    params: StepParams = field(default_factory=StepParams)  # the engine's step parameters (separator, cap)
 
     @property
     def steps(self) -> tuple[str, ...]:

@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from arbitrage.errors import ConfigError
 from arbitrage.policies.base import RoutingPolicy
 from arbitrage.policies.basic import DraftOnlyPolicy, RandomPolicy, TargetOnlyPolicy
+
+if TYPE_CHECKING:
+    from arbitrage.prm.base import StepScorer
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,10 +19,15 @@ class PolicyOptions:
     """Every policy parameter any policy takes; each policy reads the ones it needs."""
 
     p: float = 0.5  # random: escalation probability
-    seed: int = 0  # random: seed of the draws
-    tau: float = 0.0  # router: escalate when ŷ > tau (unless target_rate is set)
+    seed: int = 0  # random: seed of the draws; oracle: seed of the extra target samples
+    scorer: StepScorer | None = None  # rsd, oracle: the process reward model
+    threshold: float = 0.7  # rsd: accept the draft step iff its reward >= threshold
+    tau: float = 0.0  # oracle: escalate iff s_target - s_draft > tau; router: escalate iff ŷ > tau
     router_path: str | None = None  # router: folder of a router saved by `arbitrage train-router`
     target_rate: float | None = None  # router: pick tau from the router's table for this escalation rate
+    target_samples: int = 1  # oracle: target samples averaged for s_target (k > 1 samples at temperature)
+    sample_temperature: float = 0.7  # oracle: temperature of the extra target samples
+    diagnose: bool = False  # rsd: also score escalated target steps (waste count; cost kept apart)
 
 
 def _random(options: PolicyOptions) -> RoutingPolicy:
@@ -34,12 +43,39 @@ def _router(options: PolicyOptions) -> RoutingPolicy:
     return build_router_policy(options.router_path, tau, options.target_rate)
 
 
+def _scorer(options: PolicyOptions, policy: str) -> StepScorer:
+    if options.scorer is None:
+        raise ConfigError(f"The {policy} policy needs a process reward model (--prm)")
+    return options.scorer
+
+
+def _rsd(options: PolicyOptions) -> RoutingPolicy:
+    from arbitrage.policies.reward import RSDPolicy
+
+    return RSDPolicy(_scorer(options, "rsd"), threshold=options.threshold, diagnose=options.diagnose)
+
+
+def _oracle(options: PolicyOptions) -> RoutingPolicy:
+    from arbitrage.policies.reward import OraclePolicy
+
+    return OraclePolicy(
+        _scorer(options, "oracle"),
+        tau=options.tau,
+        target_samples=options.target_samples,
+        temperature=options.sample_temperature,
+        seed=options.seed,
+    )
+
+
 POLICIES: dict[str, Callable[[PolicyOptions], RoutingPolicy]] = {
     "draft": lambda _: DraftOnlyPolicy(),
     "target": lambda _: TargetOnlyPolicy(),
     "random": _random,
+    "rsd": _rsd,
+    "oracle": _oracle,
     "router": _router,
 }
+SCORED_POLICIES = frozenset({"rsd", "oracle"})  # policies that need PolicyOptions.scorer
 POLICY_NAMES = tuple(POLICIES)
 
 
