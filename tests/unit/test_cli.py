@@ -10,7 +10,16 @@ from typer.testing import CliRunner
 
 from arbitrage.cli.main import app
 
-COMMANDS = [[], ["solve"], ["models"], ["models", "list"], ["models", "fetch"], ["eval-prm"]]
+COMMANDS = [[], ["solve"], ["models"], ["models", "list"], ["models", "fetch"], ["eval-prm"], ["eval"], ["sweep"],
+            ["report"], ["collect"], ["train-router"], ["eval-router"], ["serve"]]  # fmt: skip
+
+
+def test_every_registered_command_is_covered() -> None:
+    import typer.main
+
+    group = typer.main.get_command(app)
+    names = set(group.commands)  # type: ignore[attr-defined]
+    assert names == {c[0] for c in COMMANDS if c}
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "root")

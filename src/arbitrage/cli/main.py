@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from arbitrage.cli.collect import collect
 from arbitrage.cli.eval_prm import eval_prm
 from arbitrage.cli.eval_router import eval_router
 from arbitrage.cli.evaluate import evaluate
@@ -35,6 +36,7 @@ app.command()(serve)
 app.command("train-router")(train_router)
 app.command("eval-router")(eval_router)
 app.command("eval-prm")(eval_prm)
+app.command()(collect)
 
 
 @app.callback()
