@@ -1,0 +1,119 @@
+"""Start llama-cpp-python's OpenAI-compatible server safely on machines whose AMX faults.
+
+``python -m llama_cpp.server`` cannot turn off llama.cpp's extra CPU buffer types, so on virtual machines
+that advertise AMX but fault on it (see ``backends/llamacpp_probe.py``) it dies on the first request.
+This wrapper takes exactly the same arguments, and in addition:
+
+- ``--model`` may be a named model (``smollm2-135m``), fetched into the model cache if needed;
+- the model alias defaults to that name (or the file's stem) instead of the full path, so clients say
+  ``openai:http://HOST:PORT/v1#smollm2-135m``;
+- each model is probed once (or ``ARBITRAGE_LLAMA_EXTRA_BUFTS`` decides) and, when any model of the
+  server cannot use the extra buffer types, every model is loaded with them off.
+
+    python -m arbitrage.backends.llamacpp_server --model smollm2-135m --port 8080 --n_ctx 2048
+
+llama-cpp-python's server runs one request at a time per process (a global lock around its single
+``Llama``): concurrent clients queue there. Batching servers (vLLM, SGLang, llama.cpp's own C++
+``llama-server -np N``) run them together.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from arbitrage.errors import ArbitrageError
+
+logger = logging.getLogger(__name__)
+
+
+def _resolve_models(model_settings: list[Any]) -> list[Path]:
+    """Turn named models into paths (fetching them) and give each a short default alias."""
+    from arbitrage.models.registry import NAMED_MODELS
+    from arbitrage.models.store import resolve_model_path
+
+    paths = []
+    for model in model_settings:
+        given = str(model.model)
+        path = resolve_model_path(given)
+        if not model.model_alias or model.model_alias == given:
+            model.model_alias = given if given in NAMED_MODELS else path.stem
+        model.model = str(path)
+        paths.append(path)
+    return paths
+
+
+def _parse(argv: list[str] | None) -> tuple[Any, list[Any]]:
+    from llama_cpp.server.cli import add_args_from_model, parse_model_from_args
+    from llama_cpp.server.settings import ConfigFileSettings, ModelSettings, ServerSettings, Settings
+
+    parser = argparse.ArgumentParser(
+        description="llama-cpp-python's OpenAI-compatible server, started safely for this machine."
+    )
+    add_args_from_model(parser, Settings)
+    parser.add_argument("--config_file", type=str, help="Path to a JSON or YAML config file to load.")
+    args = parser.parse_args(argv)
+    config_file = os.environ.get("CONFIG_FILE", args.config_file)
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ArbitrageError(f"Config file {path} not found")
+        text = path.read_text()
+        if path.suffix in (".yaml", ".yml"):
+            import json
+
+            import yaml
+
+            text = json.dumps(yaml.safe_load(text))
+        config = ConfigFileSettings.model_validate_json(text)
+        return ServerSettings.model_validate(config), list(config.models)
+    if not args.model:
+        raise ArbitrageError("--model is required (a named model, or the path of a .gguf file)")
+    return parse_model_from_args(ServerSettings, args), [parse_model_from_args(ModelSettings, args)]
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Parse llama_cpp.server's arguments, decide the buffer types, serve until stopped."""
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        import uvicorn
+        from llama_cpp.server.app import create_app
+
+        from arbitrage.backends.llamacpp import _model_params
+        from arbitrage.backends.llamacpp_probe import extra_bufts_allowed
+        from arbitrage.settings import load_settings
+
+        server_settings, model_settings = _parse(argv)
+        paths = _resolve_models(model_settings)
+        settings = load_settings()
+        extra_bufts = all(extra_bufts_allowed(path, settings) for path in paths)
+        logger.info(
+            "serving %s on %s:%s (extra buffer types %s)",
+            ", ".join(m.model_alias for m in model_settings),
+            server_settings.host,
+            server_settings.port,
+            "on" if extra_bufts else "off",
+        )
+        # Every Llama this process creates (the default model now, others when a request switches to
+        # them) loads with the chosen buffer types: the patch stays for the life of the server.
+        with _model_params(use_extra_bufts=extra_bufts):
+            app = create_app(server_settings=server_settings, model_settings=model_settings)
+            uvicorn.run(
+                app,
+                host=os.getenv("HOST", server_settings.host),
+                port=int(os.getenv("PORT", server_settings.port)),
+                ssl_keyfile=server_settings.ssl_keyfile,
+                ssl_certfile=server_settings.ssl_certfile,
+            )
+    except ArbitrageError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
