@@ -7,6 +7,9 @@ This wrapper takes exactly the same arguments, and in addition:
 - ``--model`` may be a named model (``smollm2-135m``), fetched into the model cache if needed;
 - the model alias defaults to that name (or the file's stem) instead of the full path, so clients say
   ``openai:http://HOST:PORT/v1#smollm2-135m``;
+- ``--logits_all`` defaults to false (true in ``llama_cpp.server``): logits for every position cost
+  n_ctx × vocabulary floats and slow evaluation, and are needed only for logprobs; pass
+  ``--logits_all true`` for them (``openai:`` specs detect a server without logprobs and stop asking);
 - each model is probed once (or ``ARBITRAGE_LLAMA_EXTRA_BUFTS`` decides) and, when any model of the
   server cannot use the extra buffer types, every model is loaded with them off.
 
@@ -73,6 +76,8 @@ def _parse(argv: list[str] | None) -> tuple[Any, list[Any]]:
         return ServerSettings.model_validate(config), list(config.models)
     if not args.model:
         raise ArbitrageError("--model is required (a named model, or the path of a .gguf file)")
+    if args.logits_all is None:
+        args.logits_all = False
     return parse_model_from_args(ServerSettings, args), [parse_model_from_args(ModelSettings, args)]
 
 
