@@ -29,6 +29,7 @@ class Script:
     reject_stream_options: bool = False  # answer 400 to requests with stream_options
     drop_after: int | None = None  # close the stream after this many chunks, without a finish (once)
     usage_every_chunk: bool = False  # vLLM's continuous usage stats
+    usage_at_end: bool = True  # honour stream_options.include_usage (llama-cpp-python does not)
     prompt_tokens: int = 40
     cached_tokens: int | None = None
     delay: float = 0.0  # seconds between streamed chunks
@@ -189,7 +190,7 @@ class FakeOpenAIServer:
             if self.script.usage_every_chunk and options.get("continuous_usage_stats"):
                 event["usage"] = self._usage(i + 1)
             yield event
-        if options.get("include_usage"):
+        if options.get("include_usage") and self.script.usage_at_end:
             yield {"id": "cmpl-test", "object": "text_completion", "created": 0, "model": body["model"],
                    "choices": [], "usage": self._usage(len(tokens))}  # fmt: skip
 

@@ -121,6 +121,13 @@ def test_eos_is_a_natural_stop_without_the_separator(server: FakeOpenAIServer) -
     assert out.tokens == 4
 
 
+def test_eos_token_is_counted_when_the_server_sends_no_usage(server: FakeOpenAIServer) -> None:
+    server.script.tokens = ["Done", "."]
+    server.script.usage_at_end = False
+    out, _ = step(server, "logprobs=off")
+    assert (out.finish_reason, out.tokens, out.prompt_tokens) == (FinishReason.EOS, 3, 0)
+
+
 def test_token_cap_is_length(server: FakeOpenAIServer) -> None:
     out, _ = step(server, max_step_tokens=2)
     assert out.finish_reason == FinishReason.LENGTH
@@ -343,3 +350,16 @@ def test_retry_policy_delays() -> None:
     assert 1.5 <= policy.delay(5) <= 3.0  # capped
     assert policy.delay(0, retry_after=2.0) == 2.0  # the server's Retry-After
     assert policy.delay(0, retry_after=60.0) == 3.0  # ... within the cap
+
+
+def test_engine_specific_fields_pass_through(server: FakeOpenAIServer) -> None:
+    step(server, "x_repetition_penalty=1.05&x_top_k=0&x_note=plain")
+    request = server.seen.completions[0]
+    assert (request["repetition_penalty"], request["top_k"], request["note"]) == (1.05, 0, "plain")
+
+
+def test_nothing_engine_specific_is_sent_by_default(server: FakeOpenAIServer) -> None:
+    step(server)
+    request = server.seen.completions[0]
+    standard = {"model", "prompt", "max_tokens", "temperature", "stream", "logprobs", "stream_options"}
+    assert set(request) <= standard

@@ -10,6 +10,12 @@ This wrapper takes exactly the same arguments, and in addition:
 - ``--logits_all`` defaults to false (true in ``llama_cpp.server``): logits for every position cost
   n_ctx × vocabulary floats and slow evaluation, and are needed only for logprobs; pass
   ``--logits_all true`` for them (``openai:`` specs detect a server without logprobs and stop asking);
+- ``--interrupt_requests`` defaults to false (true in ``llama_cpp.server``, where a streamed answer is
+  cut short, without a finish reason, as soon as another request arrives: concurrent clients would
+  keep interrupting each other);
+- requests that leave them out get neutral sampling defaults (``repeat_penalty`` 1.0, ``top_k`` 0,
+  ``min_p`` 0, as on vLLM and SGLang) instead of llama-cpp-python's 1.1 / 40 / 0.05, so a step is
+  drawn from the model's own distribution, as the in-process llama.cpp backend draws it;
 - each model is probed once (or ``ARBITRAGE_LLAMA_EXTRA_BUFTS`` decides) and, when any model of the
   server cannot use the extra buffer types, every model is loaded with them off.
 
@@ -25,7 +31,12 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import socket
+import subprocess
 import sys
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -48,6 +59,20 @@ def _resolve_models(model_settings: list[Any]) -> list[Path]:
         model.model = str(path)
         paths.append(path)
     return paths
+
+
+NEUTRAL_SAMPLING = {"repeat_penalty": 1.0, "top_k": 0, "min_p": 0.0}
+
+
+def _neutral_sampling_defaults() -> None:
+    """Set the request models' defaults to :data:`NEUTRAL_SAMPLING` (before the app is imported)."""
+    from llama_cpp.server import types
+
+    for model in (types.CreateCompletionRequest, types.CreateChatCompletionRequest):
+        for name, value in NEUTRAL_SAMPLING.items():
+            if name in model.model_fields:
+                model.model_fields[name].default = value
+        model.model_rebuild(force=True)
 
 
 def _parse(argv: list[str] | None) -> tuple[Any, list[Any]]:
@@ -78,6 +103,8 @@ def _parse(argv: list[str] | None) -> tuple[Any, list[Any]]:
         raise ArbitrageError("--model is required (a named model, or the path of a .gguf file)")
     if args.logits_all is None:
         args.logits_all = False
+    if args.interrupt_requests is None:
+        args.interrupt_requests = False
     return parse_model_from_args(ServerSettings, args), [parse_model_from_args(ModelSettings, args)]
 
 
@@ -86,6 +113,8 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         import uvicorn
+
+        _neutral_sampling_defaults()
         from llama_cpp.server.app import create_app
 
         from arbitrage.backends.llamacpp import _model_params
@@ -118,6 +147,75 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     return 0
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+class ServerProcess:
+    """This server run as a subprocess on 127.0.0.1, for tests, benchmarks and scripts.
+
+    ``with ServerProcess("smollm2-135m", log_path) as server:`` starts it, waits until ``/models``
+    answers, and stops it on exit; clients use ``openai:{server.base_url}#smollm2-135m``.
+    """
+
+    def __init__(self, model: str, log_path: Path, *, port: int | None = None, n_ctx: int = 2048,
+                 threads: int = 2, extra: tuple[str, ...] = ()) -> None:  # fmt: skip
+        self.model = model
+        self.port = port or free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}/v1"
+        self.log_path = log_path
+        self.cmd = [
+            sys.executable, "-m", "arbitrage.backends.llamacpp_server", "--model", model,
+            "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(n_ctx),
+            "--n_threads", str(threads), "--n_threads_batch", str(threads), "--verbose", "false", *extra,
+        ]  # fmt: skip
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, timeout: float = 300) -> ServerProcess:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            self.cmd, stdout=log, stderr=subprocess.STDOUT, env={**os.environ, "PYTHONUNBUFFERED": "1"}
+        )
+        log.close()
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"llama.cpp server exited with {self.process.returncode}:\n{self.log()}")
+            try:
+                with urllib.request.urlopen(f"{self.base_url}/models", timeout=2) as response:
+                    if response.status == 200:
+                        return self
+            except (urllib.error.URLError, OSError):
+                time.sleep(0.3)
+        self.stop()
+        raise RuntimeError(f"llama.cpp server not ready after {timeout:.0f}s:\n{self.log()}")
+
+    def kill(self) -> None:
+        """Kill the server at once (SIGKILL), as a crash would."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait(timeout=30)
+
+    def stop(self) -> None:
+        if self.process is not None and self.process.poll() is None:
+            self.process.terminate()
+            try:
+                self.process.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def __enter__(self) -> ServerProcess:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
 
 
 if __name__ == "__main__":

@@ -14,6 +14,11 @@ model. Options (all optional):
   then ``OPENAI_API_KEY``; see ``settings.py``).
 - ``check``: ``true`` (default) checks at load time that the server answers and serves ``MODEL``.
 - ``name``: the name shown in traces (default: ``MODEL``).
+- ``x_FIELD=VALUE``: sent as request field ``FIELD`` (JSON value), for engine-specific sampling knobs:
+  ``x_repetition_penalty=1.05`` on vLLM/SGLang, ``x_repeat_penalty=1.0`` on a plain
+  ``python -m llama_cpp.server``, whose defaults (``repeat_penalty`` 1.1, ``top_k`` 40, ``min_p`` 0.05)
+  otherwise change the model's steps; ``python -m arbitrage.backends.llamacpp_server`` serves neutral
+  defaults instead. Nothing engine-specific is sent unless asked for.
 
 Why the completions endpoint with a client-rendered prompt: a step continues the *assistant's* text, and
 only the raw-prompt endpoint does that on every server. Chat completions can continue a final assistant
@@ -33,9 +38,10 @@ EOS both come back as ``"stop"`` with the same text; only engine-specific fields
 ``matched_stop``, vLLM's ``stop_reason`` or llama.cpp's ``stopping_word`` tell them apart.)
 
 Costs in :class:`StepOutput`: ``prefill_seconds`` is the time to the first streamed token (queueing,
-network and prefill together), ``decode_seconds`` the rest. ``tokens`` counts the streamed logprob
-entries when the server sends logprobs, else the usage the server reports, else the streamed chunks
-(one per token on vLLM and llama.cpp). ``prompt_tokens`` and ``prefill_tokens`` come from the server's
+network and prefill together), ``decode_seconds`` the rest. ``tokens`` is the server's
+``completion_tokens`` when a stream ends by itself with usage, else the streamed logprob entries, else
+the streamed chunks (one per token on vLLM and llama.cpp), plus one for an end-of-sequence token, as
+the local backends count it. ``prompt_tokens`` and ``prefill_tokens`` come from the server's
 usage report (``prefill = prompt - prompt_tokens_details.cached_tokens``, which vLLM reports with prefix
 caching); a stream closed at a separator carries usage only on servers that send it in every chunk
 (vLLM's ``continuous_usage_stats``, requested when accepted), so elsewhere both stay 0 = unknown.
@@ -69,7 +75,7 @@ logger = logging.getLogger(__name__)
 
 OPTION_NAMES = (
     "template", "timeout", "connect_timeout", "retries", "backoff", "max_backoff", "logprobs",
-    "api_key_env", "check", "name",
+    "api_key_env", "check", "name", "x_FIELD",
 )  # fmt: skip
 _FEATURE_WORDS = {"logprobs": ("logprob", "logits_all"), "usage": ("stream_options", "continuous_usage")}
 
@@ -88,6 +94,7 @@ class OpenAISpec:
     api_key_env: str | None = None
     check: bool = True
     name: str | None = None
+    extra_body: dict[str, object] = field(default_factory=dict)  # x_FIELD options
 
     @classmethod
     def parse(cls, rest: str) -> OpenAISpec:
@@ -118,6 +125,7 @@ class OpenAISpec:
             api_key_env=opts.optional_text("api_key_env"),
             check=opts.flag("check", True),
             name=opts.optional_text("name"),
+            extra_body=opts.prefixed("x_"),
         )
         opts.finish(OPTION_NAMES)
         return parsed
@@ -248,8 +256,9 @@ class OpenAIGenerator:
         def probe() -> BaseException | None:
             try:
                 self._client.completions.create(
-                    model=self.model, prompt="Hello", max_tokens=1, temperature=0.0, logprobs=1
-                )
+                    model=self.model, prompt="Hello", max_tokens=1, temperature=0.0, logprobs=1,
+                    extra_body=dict(self.spec.extra_body) or None,
+                )  # fmt: skip
             except Exception as exc:
                 if self._rejected_feature(exc) == "logprobs":
                     return exc  # a refusal, not a failure: no retries
@@ -327,14 +336,16 @@ class OpenAIGenerator:
             "temperature": params.temperature,
             "stream": True,
         }
-        if params.temperature > 0 and params.top_p < 1:
-            request["top_p"] = params.top_p
+        if params.temperature > 0:
+            request["top_p"] = params.top_p  # always: some servers default to less than 1
         if params.seed is not None:
             request["seed"] = params.seed
         if self._features["logprobs"]:
             request["logprobs"] = 1
         if self._features["usage"]:
             request["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
+        if self.spec.extra_body:
+            request["extra_body"] = dict(self.spec.extra_body)
         return request
 
     def _stream(self, prompt: str, params: StepParams) -> _Stream:
@@ -369,7 +380,10 @@ class OpenAIGenerator:
             elif out.server_finish == "length":
                 out.finish = FinishReason.LENGTH
             elif out.server_finish is None:
-                hint = ""
+                hint = (
+                    "; a plain llama_cpp.server does this when another request arrives: start it with "
+                    "--interrupt_requests false"
+                )
                 if not out.text and self._features["logprobs"]:
                     hint = "; if the server cannot return logprobs, add ?logprobs=off to the spec"
                 raise IncompleteResponse(f"the stream ended without a finish reason{hint}")
@@ -403,12 +417,12 @@ class OpenAIGenerator:
         details = getattr(usage, "prompt_tokens_details", None)
         cached = getattr(details, "cached_tokens", None) if details is not None else None
         completion = getattr(usage, "completion_tokens", None)
-        if tokens:
-            count = len(tokens)
-        elif completion:
-            count = int(completion)
+        if completion and result.finish != FinishReason.STEP:
+            count = int(completion)  # the server's own count, end-of-sequence token included
         else:
-            count = result.chunks
+            count = len(tokens) if tokens else result.chunks
+            if result.finish == FinishReason.EOS:
+                count += 1  # the end-of-sequence token, which streams carry no text or logprob for
         return StepOutput(
             text=text.strip(),
             finish_reason=result.finish,

@@ -8,6 +8,7 @@ the wrong type, is a :class:`~arbitrage.errors.ConfigError` naming the spec.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 
 from arbitrage.errors import ConfigError
@@ -84,6 +85,18 @@ class SpecOptions:
         if raw.lower() in _FALSE:
             return False
         raise ConfigError(f"Option {key}={raw!r} in model spec {self.spec!r} must be true or false")
+
+    def prefixed(self, prefix: str) -> dict[str, object]:
+        """Consume every ``PREFIX<name>=value`` option as ``{name: value}``; values are read as JSON
+        (numbers, true/false, quoted strings) and kept as text when they are not JSON."""
+        found: dict[str, object] = {}
+        for key in [k for k in self.values if k.startswith(prefix) and len(k) > len(prefix)]:
+            raw = self.values.pop(key)
+            try:
+                found[key[len(prefix) :]] = json.loads(raw)
+            except json.JSONDecodeError:
+                found[key[len(prefix) :]] = raw
+        return found
 
     def finish(self, known: tuple[str, ...]) -> None:
         """Raise if any option was not consumed (a typo, or an option of another backend)."""
