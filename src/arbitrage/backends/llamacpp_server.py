@@ -163,7 +163,7 @@ class ServerProcess:
     """
 
     def __init__(self, model: str, log_path: Path, *, port: int | None = None, n_ctx: int = 2048,
-                 threads: int = 2, extra: tuple[str, ...] = ()) -> None:  # fmt: skip
+                 threads: int = 2, verbose: bool = False, extra: tuple[str, ...] = ()) -> None:  # fmt: skip
         self.model = model
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}/v1"
@@ -171,7 +171,8 @@ class ServerProcess:
         self.cmd = [
             sys.executable, "-m", "arbitrage.backends.llamacpp_server", "--model", model,
             "--host", "127.0.0.1", "--port", str(self.port), "--n_ctx", str(n_ctx),
-            "--n_threads", str(threads), "--n_threads_batch", str(threads), "--verbose", "false", *extra,
+            "--n_threads", str(threads), "--n_threads_batch", str(threads), "--verbose", str(verbose).lower(),
+            *extra,
         ]  # fmt: skip
         self.process: subprocess.Popen[bytes] | None = None
 

@@ -5,8 +5,6 @@ Specs:
 - ``llamacpp:NAME_OR_PATH`` → llama.cpp, explicitly
 - ``openai:BASE_URL#MODEL?options`` → an OpenAI-compatible server (vLLM, SGLang, llama.cpp's servers)
 - ``hf:PATH?options`` → a local Hugging Face transformers model folder, in process
-
-Other schemes (``openai:URL#MODEL``, ``hf:PATH``) register here as their backends land.
 """
 
 from __future__ import annotations

@@ -12,7 +12,8 @@ model. Options (all optional):
 - ``logprobs``: ``auto`` (default: ask, and stop asking if the server refuses), ``on``, ``off``.
 - ``api_key_env``: environment variable holding this server's key (default: ``ARBITRAGE_OPENAI_API_KEY``,
   then ``OPENAI_API_KEY``; see ``settings.py``).
-- ``check``: ``true`` (default) checks at load time that the server answers and serves ``MODEL``.
+- ``check``: ``true`` (default) checks at load time that the server answers and serves ``MODEL`` and,
+  with ``logprobs=auto``, whether it returns logprobs (one 1-token completion).
 - ``name``: the name shown in traces (default: ``MODEL``).
 - ``x_FIELD=VALUE``: sent as request field ``FIELD`` (JSON value), for engine-specific sampling knobs:
   ``x_repetition_penalty=1.05`` on vLLM/SGLang, ``x_repeat_penalty=1.0`` on a plain
