@@ -82,30 +82,49 @@ def server_prefill(log_text: str) -> dict[str, int]:
     }
 
 
-def plot(levels: list[dict[str, Any]], path: Path, title: str) -> None:
+def aggregate(runs: list[dict[str, Any]], levels: list[int]) -> list[dict[str, Any]]:
+    """Per concurrency level: the mean of each measure over rounds, and the range of problems/s."""
+    out = []
+    for concurrency in levels:
+        mine = [r for r in runs if r["concurrency"] == concurrency]
+        rates = [r["problems_per_second"] for r in mine]
+        row: dict[str, Any] = {"concurrency": concurrency, "rounds": len(mine)}
+        for key in ("problems_per_second", "tokens_per_second", "latency_mean_s", "ttft_mean_s"):
+            values = [r[key] for r in mine if r[key] is not None]
+            row[key] = round(statistics.fmean(values), 4) if values else None
+        row["problems_per_second_range"] = [min(rates), max(rates)]
+        for key in ("generated_tokens", "server_evaluated_prompt_tokens", "server_reused_prompt_tokens"):
+            row[key] = round(statistics.fmean(r[key] for r in mine))
+        row["failed"] = sum(r["failed"] for r in mine)
+        out.append(row)
+    return out
+
+
+def plot(runs: list[dict[str, Any]], summary: list[dict[str, Any]], path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    xs = [lv["concurrency"] for lv in levels]
+    xs = [row["concurrency"] for row in summary]
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
-    ax1.plot(xs, [lv["problems_per_second"] for lv in levels], "o-")
-    ax1.set_xscale("log", base=2)
-    ax1.set_xticks(xs, [str(x) for x in xs])
-    ax1.set_xlabel("problems in flight")
+    ax1.plot(xs, [row["problems_per_second"] for row in summary], "o-", label="mean over rounds")
+    ax1.plot(
+        [r["concurrency"] for r in runs], [r["problems_per_second"] for r in runs], "x", color="gray",
+        label="each round",
+    )  # fmt: skip
     ax1.set_ylabel("problems / s")
-    ax1.set_ylim(bottom=0)
-    ax1.grid(alpha=0.3)
-    ax2.plot(xs, [lv["latency_mean_s"] for lv in levels], "o-", label="per-problem latency (mean)")
-    ax2.plot(xs, [lv["ttft_mean_s"] for lv in levels], "s--", label="time to first token per step (mean)")
-    ax2.set_xscale("log", base=2)
-    ax2.set_xticks(xs, [str(x) for x in xs])
-    ax2.set_xlabel("problems in flight")
+    ax1.legend(fontsize=8)
+    ax2.plot(xs, [row["latency_mean_s"] for row in summary], "o-", label="per-problem latency (mean)")
+    ax2.plot(xs, [row["ttft_mean_s"] for row in summary], "s--", label="time to first token per step (mean)")
     ax2.set_ylabel("seconds")
-    ax2.set_ylim(bottom=0)
-    ax2.grid(alpha=0.3)
     ax2.legend(fontsize=8)
+    for ax in (ax1, ax2):
+        ax.set_xscale("log", base=2)
+        ax.set_xticks(xs, [str(x) for x in xs])
+        ax.set_xlabel("problems in flight")
+        ax.set_ylim(bottom=0)
+        ax.grid(alpha=0.3)
     fig.suptitle(title, fontsize=10)
     fig.tight_layout()
     fig.savefig(path, dpi=120)
@@ -117,16 +136,17 @@ def main() -> None:
     ap.add_argument("--problems", type=int, default=8)
     ap.add_argument("--levels", type=int, nargs="+", default=[1, 2, 4, 8])
     ap.add_argument("--max-steps", type=int, default=3)
-    ap.add_argument("--max-step-tokens", type=int, default=40)
+    ap.add_argument("--max-step-tokens", type=int, default=32)
     ap.add_argument("--p", type=float, default=0.5, help="random policy: escalation probability")
     ap.add_argument("--threads", type=int, default=2, help="server CPU threads")
+    ap.add_argument("--rounds", type=int, default=2, help="levels run in order, then reversed, ...")
     ap.add_argument("--out", type=Path, default=ROOT / "benchmarks" / "results" / "concurrency")
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     problems = questions(args.problems)
     load_start = os.getloadavg()
     config = EngineConfig(step=StepParams(max_step_tokens=args.max_step_tokens), max_steps=args.max_steps)
-    levels: list[dict[str, Any]] = []
+    runs: list[dict[str, Any]] = []
     log = Path(tempfile.mkdtemp(prefix="arbitrage-bench-")) / "server.log"
     print(f"server log: {log}", flush=True)
     with ServerProcess(args.model, log, threads=args.threads, verbose=True) as server:
@@ -135,15 +155,21 @@ def main() -> None:
         target = load_generator(f"{base}&name=target")
         draft.generate_step(StepContext("Warm up: 1 + 1?"), StepParams(max_step_tokens=4))
         engine = Engine(draft, target, RandomPolicy(args.p, seed=0), config)
-        for concurrency in args.levels:
+        order = [
+            (round_, level)
+            for round_ in range(args.rounds)
+            for level in (args.levels if round_ % 2 == 0 else args.levels[::-1])
+        ]  # alternating order: a drift in the machine's load hits every level alike
+        for round_, concurrency in order:
             start = time.perf_counter()
             log_start = len(server.log())
             results = solve_many(engine, problems, concurrency=concurrency)
             prefill = server_prefill(server.log()[log_start:])
-            stats = {"concurrency": concurrency, **level_stats(results), **prefill}
-            levels.append(stats)
+            stats = {"round": round_, "concurrency": concurrency, **level_stats(results), **prefill}
+            stats["load_avg_1min_after"] = round(os.getloadavg()[0], 2)
+            runs.append(stats)
             print(
-                f"concurrency {concurrency}: {stats['problems_per_second']:.3f} problems/s, "
+                f"round {round_} concurrency {concurrency}: {stats['problems_per_second']:.3f} problems/s, "
                 f"{stats['tokens_per_second']:.1f} tok/s, latency mean {stats['latency_mean_s']} s, "
                 f"TTFT mean {stats['ttft_mean_s']} s, {stats['generated_tokens']} tokens, "
                 f"server evaluated {stats['server_evaluated_prompt_tokens']} prompt tokens "
@@ -164,19 +190,22 @@ def main() -> None:
             "load_avg_start": load_start,
             "load_avg_end": os.getloadavg(),
         },
-        "levels": levels,
+        "summary": (summary := aggregate(runs, args.levels)),
+        "runs": runs,
     }
     (args.out / "results.json").write_text(json.dumps(report, indent=2) + "\n")
     title = f"{args.model} on llama-cpp-python's server (one request at a time), {os.cpu_count()} CPUs"
-    plot(levels, args.out / "concurrency.png", title)
-    base_rate = levels[0]["problems_per_second"]
-    print("\nconcurrency  problems/s  speed-up  latency mean s  TTFT mean s  tokens  server prefill tokens")
-    for lv in levels:
+    plot(runs, summary, args.out / "concurrency.png", title)
+    base_rate = summary[0]["problems_per_second"]
+    print("\nmeans over rounds")
+    print("concurrency  problems/s (range)     speed-up  latency s  TTFT s  tokens  server prefill tokens")
+    for row in summary:
+        low, high = row["problems_per_second_range"]
         print(
-            f"{lv['concurrency']:>11}  {lv['problems_per_second']:>10.3f}  "
-            f"{lv['problems_per_second'] / base_rate:>7.2f}x  {lv['latency_mean_s']:>14}  "
-            f"{lv['ttft_mean_s']:>11}  {lv['generated_tokens']:>6}  "
-            f"{lv['server_evaluated_prompt_tokens']:>21}"
+            f"{row['concurrency']:>11}  {row['problems_per_second']:.3f} ({low:.3f}-{high:.3f})  "
+            f"{row['problems_per_second'] / base_rate:>7.2f}x  {row['latency_mean_s']:>9.1f}  "
+            f"{row['ttft_mean_s']:>6.2f}  {row['generated_tokens']:>6}  "
+            f"{row['server_evaluated_prompt_tokens']:>21}"
         )
     print(f"\nwrote {args.out / 'results.json'} and {args.out / 'concurrency.png'}")
 

@@ -50,6 +50,7 @@ def step(server: FakeOpenAIServer, options: str = "", **params: object) -> tuple
         ("http://127.0.0.1:8080/v1/#Qwen/Qwen2.5-1.5B", "http://127.0.0.1:8080/v1", "Qwen/Qwen2.5-1.5B"),
         ("https://api.example.com/v1", "https://api.example.com/v1", None),
         ("http://h:1/v1?api-version=2#m:latest?timeout=5", "http://h:1/v1?api-version=2", "m:latest"),
+        ("http://h:1/v1#?timeout=5", "http://h:1/v1", None),
     ],
 )  # fmt: skip
 def test_spec_parses_url_and_model(rest: str, url: str, model: str | None) -> None:

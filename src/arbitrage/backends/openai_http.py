@@ -1,8 +1,8 @@
 """Generator backend for OpenAI-compatible servers: vLLM, SGLang, llama.cpp's servers, and others.
 
 Spec: ``openai:BASE_URL#MODEL?option=value&...``, e.g. ``openai:http://127.0.0.1:8000/v1#Qwen/Qwen2.5-1.5B``.
-``BASE_URL`` is the API root (with ``/v1``); ``#MODEL`` may be left out when the server serves exactly one
-model. Options (all optional):
+``BASE_URL`` is the API root (with ``/v1``); ``MODEL`` may be left out (``openai:URL`` or
+``openai:URL#?options``) when the server serves exactly one model. Options (all optional):
 
 - ``template``: chat template rendered client-side (``chatml`` default, ``gemma``, ``plain``, or a path to
   a ``.jinja`` file or a ``tokenizer_config.json``; see ``backends/templates.py``).
@@ -108,7 +108,7 @@ class OpenAISpec:
             raise ConfigError(
                 f"Model spec {spec!r} needs an http(s) base URL, e.g. openai:http://127.0.0.1:8000/v1#MODEL"
             )
-        if hash_mark and not model.strip():
+        if hash_mark and not model.strip() and not option_text:
             raise ConfigError(f"Model spec {spec!r} has an empty model name after '#'")
         opts = SpecOptions.parse(spec, option_text)
         parsed = cls(
