@@ -112,10 +112,15 @@ def main(argv: list[str] | None = None) -> int:
     """Parse llama_cpp.server's arguments, decide the buffer types, serve until stopped."""
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
-        import uvicorn
+        try:
+            import uvicorn
 
-        _neutral_sampling_defaults()
-        from llama_cpp.server.app import create_app
+            _neutral_sampling_defaults()
+            from llama_cpp.server.app import create_app
+        except ImportError as exc:
+            raise ArbitrageError(
+                f"llama-cpp-python's server is not installed ({exc}); pip install 'llama-cpp-python[server]'"
+            ) from exc
 
         from arbitrage.backends.llamacpp import _model_params
         from arbitrage.backends.llamacpp_probe import extra_bufts_allowed
