@@ -9,6 +9,9 @@ Environment variables (each declared once, here):
   types (AMX / repacked weights) crash some virtual machines whose CPUs advertise AMX; ``auto`` probes
   each model once in a subprocess and remembers the verdict.
 - ``ARBITRAGE_THREADS``: CPU threads for llama.cpp (default: all cores).
+- ``ARBITRAGE_OPENAI_API_KEY``: API key sent to OpenAI-compatible servers (``openai:URL#MODEL`` specs);
+  when unset, ``OPENAI_API_KEY`` is used, and when neither is set the placeholder ``EMPTY`` (servers
+  started without a key accept anything). A spec option ``api_key_env=NAME`` reads another variable.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ import os
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -30,6 +33,7 @@ class Settings(BaseSettings):
     model_cache: Path | None = None
     llama_extra_bufts: Literal["auto", "on", "off"] = "auto"
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    openai_api_key: SecretStr | None = None  # see ARBITRAGE_OPENAI_API_KEY above
 
     @property
     def models_dir(self) -> Path:

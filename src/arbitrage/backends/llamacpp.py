@@ -29,6 +29,7 @@ import numpy as np
 
 from arbitrage.backends.base import FinishReason, StepContext, StepOutput, StepParams
 from arbitrage.backends.llamacpp_probe import extra_bufts_allowed
+from arbitrage.backends.stepping import choose_token, find_step_end, log_softmax
 from arbitrage.errors import BackendError, ConfigError, ModelFileError
 from arbitrage.models.store import check_gguf_file
 from arbitrage.prompts import FALLBACK_FORMATS, PromptStyle, solution_text
@@ -64,26 +65,6 @@ def _model_params(**overrides: Any) -> Iterator[None]:
             yield
         finally:
             lib.llama_model_default_params = original
-
-
-def find_step_end(text: str, separator: str) -> int | None:
-    """Index where the step in ``text`` ends (start of the separator), or None if it has not ended.
-
-    Works on decoded text, so a separator that straddles token boundaries, or shares a token with
-    the step's last characters, is found all the same. Separators before any content (a model that
-    opens with a blank line) do not end the step.
-    """
-    body_start = len(text) - len(text.lstrip())
-    cut = text.find(separator, body_start)
-    while cut >= 0 and not text[body_start:cut].strip():
-        cut = text.find(separator, cut + 1)
-    return cut if cut >= 0 else None
-
-
-def log_softmax(logits: np.ndarray) -> np.ndarray:
-    """Numerically stable log-softmax of a 1-D logits vector."""
-    shifted = logits.astype(np.float64) - float(np.max(logits))
-    return shifted - np.log(np.exp(shifted).sum())
 
 
 class LlamaCppGenerator:
@@ -266,19 +247,7 @@ class LlamaCppGenerator:
         return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
 
     def _choose(self, logprobs: np.ndarray, params: StepParams, rng: np.random.Generator) -> int:
-        if params.temperature == 0:
-            return int(np.argmax(logprobs))
-        scaled = logprobs / params.temperature
-        probs = np.exp(scaled - scaled.max())
-        probs /= probs.sum()
-        if params.top_p < 1.0:
-            order = np.argsort(-probs)
-            cumulative = np.cumsum(probs[order])
-            keep = order[: int(np.searchsorted(cumulative, params.top_p)) + 1]
-            mask = np.zeros_like(probs)
-            mask[keep] = probs[keep]
-            probs = mask / mask.sum()
-        return int(rng.choice(probs.size, p=probs))
+        return choose_token(logprobs, params, rng)
 
     def generate_step(self, context: StepContext, params: StepParams) -> StepOutput:
         if self._closed:

@@ -3,8 +3,8 @@
 Specs:
 - ``NAME`` (a named model, fetched on first use) or ``PATH.gguf`` → llama.cpp (the default scheme)
 - ``llamacpp:NAME_OR_PATH`` → llama.cpp, explicitly
-
-Other schemes (``openai:URL#MODEL``, ``hf:PATH``) register here as their backends land.
+- ``openai:BASE_URL#MODEL?options`` → an OpenAI-compatible server (vLLM, SGLang, llama.cpp's servers)
+- ``hf:PATH?options`` → a local Hugging Face transformers model folder, in process
 """
 
 from __future__ import annotations
@@ -47,8 +47,22 @@ def _load_llamacpp(target: str, options: GeneratorOptions) -> Generator:
     )
 
 
+def _load_openai(target: str, options: GeneratorOptions) -> Generator:
+    from arbitrage.backends.openai_http import load_openai
+
+    return load_openai(target, options.prompt_style, options.settings)
+
+
+def _load_hf(target: str, options: GeneratorOptions) -> Generator:
+    from arbitrage.backends.hf import load_hf
+
+    return load_hf(target, options.prompt_style, options.seed)
+
+
 BACKENDS: dict[str, Callable[[str, GeneratorOptions], Generator]] = {
     "llamacpp": _load_llamacpp,
+    "openai": _load_openai,
+    "hf": _load_hf,
 }
 DEFAULT_SCHEME = "llamacpp"
 

@@ -1,0 +1,361 @@
+"""Generator backend on Hugging Face transformers, in process, on CPU or GPU.
+
+Spec: ``hf:PATH?option=value&...`` where ``PATH`` is a local model folder (``config.json``, weights,
+tokenizer). Nothing is ever downloaded: loading passes ``local_files_only=True``, and a path that is not
+a folder is an error, not a hub id. Options:
+
+- ``device``: ``auto`` (default: cuda, else mps, else cpu), ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
+- ``dtype``: ``auto`` (default: float32 on CPU, the checkpoint's dtype on a GPU), ``float32``,
+  ``float16``, ``bfloat16``.
+- ``template``: a chat template for folders whose tokenizer has none, or to override it (``chatml``,
+  ``gemma``, ``plain``, or a file; see ``backends/templates.py``). Default: the tokenizer's own.
+- ``n_ctx``: context limit (default: the model's ``max_position_embeddings``).
+- ``name``: the name shown in traces (default: the folder name).
+
+Per step call (one KV cache per generator, calls serialised by a lock, as for llama.cpp):
+1. Render the question with the chat template, tokenise it and the shared solution text separately.
+2. Reuse the KV cache: find the longest prefix shared with the tokens already in the cache, crop the
+   cache back to it (``DynamicCache.crop``; a cache that cannot be cropped exactly, e.g. past a sliding
+   window, is dropped and rebuilt) and evaluate only the rest: ``prefill_tokens`` is that count.
+3. Decode token by token: log-softmax of the last logits for the chosen token's logprob and the entropy,
+   greedy or temperature/top-p pick, stop on an end-of-generation token, on the separator in the
+   decoded text (``find_step_end``), or on the token cap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from arbitrage.backends.base import FinishReason, StepContext, StepOutput, StepParams
+from arbitrage.backends.spec_options import SpecOptions
+from arbitrage.backends.stepping import choose_token, find_step_end
+from arbitrage.backends.templates import PromptTemplate
+from arbitrage.errors import BackendError, ConfigError, ModelFileError, ModelNotFoundError
+from arbitrage.prompts import PromptStyle, solution_text
+
+logger = logging.getLogger(__name__)
+
+OPTION_NAMES = ("device", "dtype", "template", "n_ctx", "name")
+DTYPES = ("auto", "float32", "float16", "bfloat16")
+
+
+def pick_device(device: str) -> str:
+    """Resolve ``auto`` to the best available device; check that a named one exists."""
+    import torch
+
+    if device == "auto":
+        if torch.cuda.is_available():
+            return "cuda"
+        mps = getattr(torch.backends, "mps", None)
+        return "mps" if mps is not None and mps.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"device={device}: this torch build sees no CUDA GPU (use device=cpu)")
+    return device
+
+
+class HFGenerator:
+    """A transformers causal LM from a local folder, writing one step per call with KV-cache reuse."""
+
+    def __init__(
+        self,
+        path: str | Path,
+        *,
+        name: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        template: str | None = None,
+        n_ctx: int | None = None,
+        prompt_style: PromptStyle | None = None,
+        seed: int = 0,
+    ) -> None:
+        import torch
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        folder = Path(path).expanduser()
+        if not folder.is_dir():
+            raise ModelNotFoundError(
+                f"Hugging Face model folder not found: {folder} (hf: takes a local folder with "
+                "config.json; arbitrage never downloads from the hub)"
+            )
+        if not (folder / "config.json").is_file():
+            raise ModelFileError(f"{folder} has no config.json: not a Hugging Face model folder")
+        if dtype not in DTYPES:
+            raise ConfigError(f"dtype={dtype!r}: use one of {', '.join(DTYPES)}")
+        self.name = name or folder.name
+        self.path = folder
+        self.device = pick_device(device)
+        self.prompt_style = prompt_style or PromptStyle()
+        torch_dtype: Any = (
+            (torch.float32 if self.device == "cpu" else "auto") if dtype == "auto" else getattr(torch, dtype)
+        )
+        try:
+            self.tokenizer: Any = AutoTokenizer.from_pretrained(folder, local_files_only=True)
+            model: Any = AutoModelForCausalLM.from_pretrained(
+                folder, local_files_only=True, **_dtype_kwarg(torch_dtype)
+            )
+        except (OSError, ValueError, KeyError) as exc:
+            raise ModelFileError(f"transformers could not load {folder}: {exc}") from exc
+        move: Any = model.to
+        move(self.device)
+        model.eval()
+        self.model: Any = model
+        self.n_ctx = n_ctx or int(getattr(self.model.config, "max_position_embeddings", 0) or 4096)
+        if self.n_ctx <= 0:
+            raise ConfigError(f"n_ctx must be positive, got {self.n_ctx}")
+        self._template = self._pick_template(template)
+        self._eos_ids = self._end_token_ids()
+        self._rng = np.random.default_rng(seed)
+        self._lock = threading.Lock()  # one KV cache: calls on this model are serialised
+        self._past: Any = None  # the transformers cache of the tokens in self._cached
+        self._cached: list[int] = []
+        self._prompt_cache: dict[str, list[int]] = {}
+        self._logits_to_keep = True
+        self._closed = False
+
+    # -- prompt construction -------------------------------------------------------------------------
+
+    def _pick_template(self, template: str | None) -> PromptTemplate | None:
+        if template is not None:
+            return PromptTemplate.load(template)
+        if getattr(self.tokenizer, "chat_template", None):
+            return None  # the tokenizer's own
+        logger.warning("%s has no chat template; using a plain Question/Answer format", self.name)
+        return PromptTemplate.load("plain")
+
+    def _end_token_ids(self) -> set[int]:
+        ids: set[int] = set()
+        config_eos = getattr(self.model.generation_config, "eos_token_id", None)
+        for source in (self.tokenizer.eos_token_id, config_eos):
+            if isinstance(source, int):
+                ids.add(source)
+            elif isinstance(source, list | tuple):
+                ids.update(int(i) for i in source)
+        return ids
+
+    def render_prompt(self, question: str) -> str:
+        """The chat-formatted prompt for ``question``, ending where the answer begins."""
+        if self._template is not None:
+            return self._template.render(self.prompt_style, question)
+        try:
+            return str(
+                self.tokenizer.apply_chat_template(
+                    self.prompt_style.messages(question), add_generation_prompt=True, tokenize=False
+                )
+            )
+        except Exception as exc:  # a template that rejects a system role, or other Jinja errors
+            logger.warning("chat template of %s failed (%s); folding the system text in", self.name, exc)
+            messages = [{"role": "user", "content": self.prompt_style.single_turn(question)}]
+            template = self.tokenizer.apply_chat_template
+            rendered = template(messages, add_generation_prompt=True, tokenize=False)
+            return str(rendered)
+
+    def _prompt_tokens(self, question: str) -> list[int]:
+        cached = self._prompt_cache.get(question)
+        if cached is None:
+            # The tokenizer's chat template writes any BOS itself; the fallback formats need it added.
+            special = self._template is not None
+            cached = list(self.tokenizer(self.render_prompt(question), add_special_tokens=special).input_ids)
+            self._prompt_cache = {question: cached}
+        return cached
+
+    def context_tokens(self, context: StepContext, separator: str) -> list[int]:
+        """Token ids of the full context: chat prompt, then the shared solution text."""
+        tokens = list(self._prompt_tokens(context.question))
+        text = solution_text(context.steps, separator)
+        if text:
+            tokens += list(self.tokenizer(text, add_special_tokens=False).input_ids)
+        return tokens
+
+    # -- evaluation ----------------------------------------------------------------------------------
+
+    def _reset_cache(self) -> None:
+        self._past = None
+        self._cached = []
+
+    def _reuse_prefix(self, tokens: list[int]) -> int:
+        """Crop the cache to the longest prefix it shares with ``tokens``; return that length."""
+        limit = min(len(self._cached), len(tokens) - 1)  # always evaluate one token: fresh logits
+        common = 0
+        while common < limit and self._cached[common] == tokens[common]:
+            common += 1
+        if self._past is None or common == 0:
+            self._reset_cache()
+            return 0
+        drop = len(self._cached) - common
+        if drop:
+            if not getattr(self._past, "is_croppable", True) or not hasattr(self._past, "crop"):
+                self._reset_cache()
+                return 0
+            try:
+                self._past.crop(-drop)  # negative: remove that many tokens (transformers 4.x and 5.x)
+            except Exception as exc:
+                logger.debug("%s: cache crop failed (%s); prefilling from scratch", self.name, exc)
+                self._reset_cache()
+                return 0
+            if self._past.get_seq_length() != common:
+                self._reset_cache()
+                return 0
+        self._cached = self._cached[:common]
+        return common
+
+    def _forward(self, ids: list[int]) -> Any:
+        """Evaluate ``ids`` after the cached tokens; return the last position's logits (1-D)."""
+        import torch
+
+        input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
+        kwargs: dict[str, Any] = {"past_key_values": self._past, "use_cache": True}
+        if self._logits_to_keep:
+            kwargs["logits_to_keep"] = 1
+        try:
+            out = self.model(input_ids=input_ids, **kwargs)
+        except TypeError:
+            if not self._logits_to_keep:
+                raise
+            self._logits_to_keep = False  # an architecture without logits_to_keep
+            kwargs.pop("logits_to_keep")
+            out = self.model(input_ids=input_ids, **kwargs)
+        self._past = out.past_key_values
+        self._cached.extend(ids)
+        return out.logits[0, -1]
+
+    def generate_step(self, context: StepContext, params: StepParams) -> StepOutput:
+        if self._closed:
+            raise BackendError(f"{self.name} is closed")
+        import torch
+
+        with self._lock, torch.inference_mode():
+            try:
+                return self._generate_step(context, params)
+            except Exception:
+                self._reset_cache()  # a failed forward leaves the cache in an unknown state
+                raise
+
+    def _generate_step(self, context: StepContext, params: StepParams) -> StepOutput:
+        import torch
+
+        tokens = self.context_tokens(context, params.separator)
+        if len(tokens) >= self.n_ctx:
+            raise BackendError(
+                f"{self.name}: context of {len(tokens)} tokens does not fit n_ctx={self.n_ctx}; "
+                "lower --max-steps/--max-tokens"
+            )
+        rng = self._rng if params.seed is None else np.random.default_rng([params.seed, len(tokens)])
+        # 1. prefill what the KV cache does not hold yet
+        t0 = time.perf_counter()
+        reused = self._reuse_prefix(tokens)
+        logits = self._forward(tokens[reused:])
+        self._sync()
+        t1 = time.perf_counter()
+        # 2. decode until EOS, separator or the cap
+        budget = min(params.max_step_tokens, self.n_ctx - len(tokens) - 1)
+        generated: list[int] = []
+        logprobs_out: list[float] = []
+        entropies: list[float] = []
+        text = ""
+        finish = FinishReason.LENGTH
+        while len(generated) < budget:
+            logprobs = torch.log_softmax(logits.float(), dim=-1)
+            entropies.append(float(-(logprobs.exp() * logprobs).sum()))
+            if params.temperature == 0:
+                token = int(torch.argmax(logprobs))
+            else:
+                token = choose_token(logprobs.cpu().numpy().astype(np.float64), params, rng)
+            generated.append(token)
+            logprobs_out.append(float(logprobs[token]))
+            if token in self._eos_ids:
+                finish = FinishReason.EOS
+                text = self._decode(generated[:-1], tokens)
+                break
+            text = self._decode(generated, tokens)
+            cut = find_step_end(text, params.separator)
+            if cut is not None:
+                text = text[:cut]
+                finish = FinishReason.STEP
+                break
+            if len(generated) < budget:
+                logits = self._forward([token])
+        else:
+            text = self._decode(generated, tokens)
+        self._sync()
+        t2 = time.perf_counter()
+        return StepOutput(
+            text=text.strip(),
+            finish_reason=finish,
+            model=self.name,
+            tokens=len(generated),
+            token_logprobs=tuple(logprobs_out),
+            token_entropies=tuple(entropies),
+            prompt_tokens=len(tokens),
+            prefill_tokens=len(tokens) - reused,
+            prefill_seconds=t1 - t0,
+            decode_seconds=t2 - t1,
+            extra={"device": self.device},
+        )
+
+    def _sync(self) -> None:
+        if self.device.startswith("cuda"):
+            import torch
+
+            torch.cuda.synchronize(self.device)
+
+    def _decode(self, generated: list[int], context: list[int]) -> str:
+        """Text of ``generated``, decoded after a few context tokens so leading spaces come out right."""
+        tail = context[-4:]
+        prefix = str(self.tokenizer.decode(tail, skip_special_tokens=True))
+        full = str(self.tokenizer.decode(tail + generated, skip_special_tokens=True))
+        if full.startswith(prefix):
+            return str(full[len(prefix) :])
+        return str(self.tokenizer.decode(generated, skip_special_tokens=True))
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._reset_cache()
+            del self.model
+            if self.device.startswith("cuda"):
+                import torch
+
+                torch.cuda.empty_cache()
+
+    def __repr__(self) -> str:
+        return f"HFGenerator({self.name!r}, path={str(self.path)!r}, device={self.device!r})"
+
+
+def _dtype_kwarg(dtype: Any) -> dict[str, Any]:
+    """``dtype=`` on transformers >= 4.56, ``torch_dtype=`` before."""
+    import transformers
+    from packaging.version import Version
+
+    key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
+    return {key: dtype}
+
+
+def load_hf(rest: str, prompt_style: PromptStyle, seed: int) -> HFGenerator:
+    """Build the generator of an ``hf:`` spec (registered in ``backends/loader.py``)."""
+    spec = f"hf:{rest}"
+    path, _, option_text = rest.strip().rpartition("?") if "?" in rest else (rest.strip(), "", "")
+    if not path:
+        raise ConfigError(f"Model spec {spec!r} needs a model folder: hf:PATH")
+    opts = SpecOptions.parse(spec, option_text)
+    device = opts.text("device", "auto")
+    dtype = opts.choice("dtype", "auto", DTYPES)
+    template = opts.optional_text("template")
+    n_ctx = opts.integer("n_ctx", 0, minimum=0)
+    name = opts.optional_text("name")
+    opts.finish(OPTION_NAMES)
+    return HFGenerator(
+        path,
+        device=device,
+        dtype=dtype,
+        template=template,
+        n_ctx=n_ctx or None,
+        name=name,
+        prompt_style=prompt_style,
+        seed=seed,
+    )

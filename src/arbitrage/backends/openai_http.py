@@ -1,0 +1,471 @@
+"""Generator backend for OpenAI-compatible servers: vLLM, SGLang, llama.cpp's servers, and others.
+
+Spec: ``openai:BASE_URL#MODEL?option=value&...``, e.g. ``openai:http://127.0.0.1:8000/v1#Qwen/Qwen2.5-1.5B``.
+``BASE_URL`` is the API root (with ``/v1``); ``MODEL`` may be left out (``openai:URL`` or
+``openai:URL#?options``) when the server serves exactly one model. Options (all optional):
+
+- ``template``: chat template rendered client-side (``chatml`` default, ``gemma``, ``plain``, or a path to
+  a ``.jinja`` file or a ``tokenizer_config.json``; see ``backends/templates.py``).
+- ``timeout`` (read timeout, s, default 120), ``connect_timeout`` (s, default 5).
+- ``retries`` (default 3), ``backoff`` (s, default 0.5), ``max_backoff`` (s, default 8): see
+  ``backends/http_retry.py``.
+- ``logprobs``: ``auto`` (default: ask, and stop asking if the server refuses), ``on``, ``off``.
+- ``api_key_env``: environment variable holding this server's key (default: ``ARBITRAGE_OPENAI_API_KEY``,
+  then ``OPENAI_API_KEY``; see ``settings.py``).
+- ``check``: ``true`` (default) checks at load time that the server answers and serves ``MODEL`` and,
+  with ``logprobs=auto``, whether it returns logprobs (one 1-token completion).
+- ``name``: the name shown in traces (default: ``MODEL``).
+- ``x_FIELD=VALUE``: sent as request field ``FIELD`` (JSON value), for engine-specific sampling knobs:
+  ``x_repetition_penalty=1.05`` on vLLM/SGLang, ``x_repeat_penalty=1.0`` on a plain
+  ``python -m llama_cpp.server``, whose defaults (``repeat_penalty`` 1.1, ``top_k`` 40, ``min_p`` 0.05)
+  otherwise change the model's steps; ``python -m arbitrage.backends.llamacpp_server`` serves neutral
+  defaults instead. Nothing engine-specific is sent unless asked for.
+
+Why the completions endpoint with a client-rendered prompt: a step continues the *assistant's* text, and
+only the raw-prompt endpoint does that on every server. Chat completions can continue a final assistant
+message only on vLLM and SGLang (``continue_final_message``), and Hugging Face's implementation of it
+strips the message's trailing whitespace, dropping the separator the next step must follow; llama.cpp's
+Python server ignores the flag and silently opens a new turn. So the user picks the template (it must
+match the served model; ``chatml`` fits Qwen and SmolLM2) and the server sees plain text.
+
+How a step ends, without any engine's private fields: the completion is *streamed* with no server-side
+stop string, and the client finds the separator in the streamed text with ``find_step_end``, the same
+rule as the local backends (a blank line before any content does not end the step; a token straddling
+the separator is handled). When it appears the stream is closed, and vLLM, SGLang and llama.cpp's
+servers all abort a request whose client disconnected. A stream that ends by itself with
+``finish_reason == "stop"`` and no separator in its text ended at the end of sequence (EOS);
+``"length"`` is the token cap. (With the separator as a server-side ``stop`` string, the separator and
+EOS both come back as ``"stop"`` with the same text; only engine-specific fields such as SGLang's
+``matched_stop``, vLLM's ``stop_reason`` or llama.cpp's ``stopping_word`` tell them apart.)
+
+Costs in :class:`StepOutput`: ``prefill_seconds`` is the time to the first streamed token (queueing,
+network and prefill together), ``decode_seconds`` the rest. ``tokens`` is the server's
+``completion_tokens`` when a stream ends by itself with usage, else the streamed logprob entries, else
+the streamed chunks (one per token on vLLM and llama.cpp), plus one for an end-of-sequence token, as
+the local backends count it. ``prompt_tokens`` and ``prefill_tokens`` come from the server's
+usage report (``prefill = prompt - prompt_tokens_details.cached_tokens``, which vLLM reports with prefix
+caching); a stream closed at a separator carries usage only on servers that send it in every chunk
+(vLLM's ``continuous_usage_stats``, requested when accepted), so elsewhere both stay 0 = unknown.
+``token_entropies`` stays empty: servers return top-k logprobs, not the full distribution.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+from arbitrage.backends.base import FinishReason, StepContext, StepOutput, StepParams
+from arbitrage.backends.http_retry import (
+    IncompleteResponse,
+    RetryPolicy,
+    call_with_retries,
+    describe_error,
+    status_code,
+)
+from arbitrage.backends.spec_options import SpecOptions
+from arbitrage.backends.stepping import find_step_end
+from arbitrage.backends.templates import PromptTemplate
+from arbitrage.errors import BackendError, ConfigError
+from arbitrage.prompts import PromptStyle, solution_text
+from arbitrage.settings import Settings, load_settings
+
+logger = logging.getLogger(__name__)
+
+OPTION_NAMES = (
+    "template", "timeout", "connect_timeout", "retries", "backoff", "max_backoff", "logprobs",
+    "api_key_env", "check", "name", "x_FIELD",
+)  # fmt: skip
+_FEATURE_WORDS = {"logprobs": ("logprob", "logits_all"), "usage": ("stream_options", "continuous_usage")}
+
+
+@dataclass(frozen=True, slots=True)
+class OpenAISpec:
+    """A parsed ``openai:`` spec."""
+
+    base_url: str  # API root, e.g. http://127.0.0.1:8000/v1
+    model: str | None  # served model name; None = the server's only model
+    template: str = "chatml"
+    timeout: float = 120.0  # read timeout (seconds between streamed chunks)
+    connect_timeout: float = 5.0
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    logprobs: str = "auto"  # auto | on | off
+    api_key_env: str | None = None
+    check: bool = True
+    name: str | None = None
+    extra_body: dict[str, object] = field(default_factory=dict)  # x_FIELD options
+
+    @classmethod
+    def parse(cls, rest: str) -> OpenAISpec:
+        """Parse what follows ``openai:`` (the URL contains ``:``; the model follows the first ``#``)."""
+        spec = f"openai:{rest}"
+        url, hash_mark, fragment = rest.strip().partition("#")
+        model, _, option_text = fragment.partition("?")
+        url = url.rstrip("/")
+        if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
+            raise ConfigError(
+                f"Model spec {spec!r} needs an http(s) base URL, e.g. openai:http://127.0.0.1:8000/v1#MODEL"
+            )
+        if hash_mark and not model.strip() and not option_text:
+            raise ConfigError(f"Model spec {spec!r} has an empty model name after '#'")
+        opts = SpecOptions.parse(spec, option_text)
+        parsed = cls(
+            base_url=url,
+            model=model.strip() or None,
+            template=opts.text("template", "chatml"),
+            timeout=opts.number("timeout", 120.0, minimum=0.001),
+            connect_timeout=opts.number("connect_timeout", 5.0, minimum=0.001),
+            retry=RetryPolicy(
+                retries=opts.integer("retries", 3, minimum=0),
+                backoff=opts.number("backoff", 0.5, minimum=0),
+                max_backoff=opts.number("max_backoff", 8.0, minimum=0),
+            ),
+            logprobs=opts.choice("logprobs", "auto", ("auto", "on", "off")),
+            api_key_env=opts.optional_text("api_key_env"),
+            check=opts.flag("check", True),
+            name=opts.optional_text("name"),
+            extra_body=opts.prefixed("x_"),
+        )
+        opts.finish(OPTION_NAMES)
+        return parsed
+
+
+def resolve_api_key(spec: OpenAISpec, settings: Settings) -> str:
+    """The key to send: the spec's variable, ARBITRAGE_OPENAI_API_KEY, OPENAI_API_KEY, or "EMPTY"."""
+    if spec.api_key_env:
+        value = os.environ.get(spec.api_key_env)
+        if not value:
+            raise ConfigError(f"api_key_env={spec.api_key_env}: that environment variable is not set")
+        return value
+    if settings.openai_api_key is not None:
+        return settings.openai_api_key.get_secret_value()
+    return os.environ.get("OPENAI_API_KEY") or "EMPTY"
+
+
+@dataclass(slots=True)
+class _Stream:
+    """What one streamed completion produced (internal)."""
+
+    text: str = ""
+    finish: FinishReason = FinishReason.LENGTH
+    server_finish: str | None = None
+    tokens: list[tuple[str, float]] = field(default_factory=list)  # (token text, logprob)
+    chunks: int = 0
+    usage: Any = None
+    first_token_at: float | None = None
+
+
+class OpenAIGenerator:
+    """A model behind an OpenAI-compatible server, writing one step per streamed completion request.
+
+    Thread-safe: concurrent problems may share one instance (one HTTP connection pool).
+    """
+
+    def __init__(
+        self,
+        spec: OpenAISpec,
+        *,
+        prompt_style: PromptStyle | None = None,
+        settings: Settings | None = None,
+    ) -> None:
+        import openai
+
+        self.spec = spec
+        self.base_url = spec.base_url
+        self.prompt_style = prompt_style or PromptStyle()
+        self.template = PromptTemplate.load(spec.template)
+        settings = settings or load_settings()
+        self._client = openai.OpenAI(
+            base_url=spec.base_url,
+            api_key=resolve_api_key(spec, settings),
+            timeout=openai.Timeout(spec.timeout, connect=spec.connect_timeout),
+            max_retries=0,  # retries are ours: they also cover streams that break off midway
+        )
+        self._features = {"logprobs": spec.logprobs != "off", "usage": True}
+        self.model = spec.model or ""
+        if spec.check or spec.model is None:
+            self.model = self._check_model()
+        if spec.check and spec.logprobs == "auto":
+            self._probe_logprobs()
+        self.name = spec.name or self.model
+        self._closed = False
+
+    # -- server checks -------------------------------------------------------------------------------
+
+    def _fail(self, action: str, exc: BaseException) -> BackendError:
+        import openai
+
+        attempts = getattr(exc, "attempts", 1)
+        tried = f" after {attempts} attempts" if attempts > 1 else ""
+        reason = describe_error(exc)
+        hint = ""
+        if isinstance(exc, openai.APIConnectionError) or "refused" in reason:
+            hint = "; is the server running and the URL right?"
+        elif status_code(exc) in (401, 403):
+            hint = "; set ARBITRAGE_OPENAI_API_KEY (or OPENAI_API_KEY, or the spec's api_key_env)"
+        elif status_code(exc) == 404:
+            hint = f"; check the model name {self.model!r} and that the URL ends with the API root (/v1)"
+        return BackendError(
+            f"OpenAI-compatible server {self.base_url}: {action} failed{tried}: {reason}{hint}"
+        )
+
+    def served_models(self) -> list[str] | None:
+        """Model names the server lists at ``/models`` (None when it has no such endpoint)."""
+        try:
+            page, _ = call_with_retries(
+                self._client.models.list, self.spec.retry, what=f"{self.base_url}/models"
+            )
+        except Exception as exc:
+            if status_code(exc) in (404, 405):
+                return None
+            raise self._fail("listing models", exc) from exc
+        return [m.id for m in page.data]
+
+    def _check_model(self) -> str:
+        served = self.served_models()
+        wanted = self.spec.model
+        if served is None:
+            if wanted is None:
+                raise ConfigError(
+                    f"{self.base_url} does not list its models; name one: openai:{self.base_url}#MODEL"
+                )
+            logger.info("%s has no /models endpoint; not checking %r", self.base_url, wanted)
+            return wanted
+        if wanted is None:
+            if len(served) != 1:
+                raise ConfigError(
+                    f"{self.base_url} serves {len(served)} models ({', '.join(served) or 'none'}); "
+                    f"pick one: openai:{self.base_url}#MODEL"
+                )
+            return served[0]
+        if wanted not in served:
+            raise BackendError(
+                f"OpenAI-compatible server {self.base_url} does not serve model {wanted!r}; "
+                f"it serves: {', '.join(served) or 'nothing'}"
+            )
+        return wanted
+
+    def _probe_logprobs(self) -> None:
+        """Ask for one token with logprobs, not streamed, so a refusal comes back as a readable error.
+
+        (llama-cpp-python's server started without ``logits_all`` fails a *streamed* logprobs request
+        only after sending its headers: the stream just ends empty.)
+        """
+
+        def probe() -> BaseException | None:
+            try:
+                self._client.completions.create(
+                    model=self.model, prompt="Hello", max_tokens=1, temperature=0.0, logprobs=1,
+                    extra_body=dict(self.spec.extra_body) or None,
+                )  # fmt: skip
+            except Exception as exc:
+                if self._rejected_feature(exc) == "logprobs":
+                    return exc  # a refusal, not a failure: no retries
+                raise
+            return None
+
+        try:
+            refusal, _ = call_with_retries(probe, self.spec.retry, what=f"{self.base_url}/completions")
+        except Exception as exc:
+            raise self._fail(f"a test completion with {self.model!r}", exc) from exc
+        if refusal is not None:
+            logger.info("%s returns no logprobs (%s); asking without", self.base_url, refusal)
+            self._features["logprobs"] = False
+
+    # -- prompt --------------------------------------------------------------------------------------
+
+    def render_prompt(self, context: StepContext, separator: str) -> str:
+        """The raw prompt: the chat-formatted question, then the shared solution text."""
+        return self.template.render(self.prompt_style, context.question) + solution_text(
+            context.steps, separator
+        )
+
+    # -- generation ----------------------------------------------------------------------------------
+
+    def generate_step(self, context: StepContext, params: StepParams) -> StepOutput:
+        if self._closed:
+            raise BackendError(f"{self.name} is closed")
+        prompt = self.render_prompt(context, params.separator)
+        started = time.perf_counter()
+        attempt_start = [started]
+
+        def attempt() -> _Stream:
+            attempt_start[0] = time.perf_counter()
+            return self._stream_with_fallbacks(prompt, params)
+
+        try:
+            result, attempts = call_with_retries(attempt, self.spec.retry, what=f"{self.name} step")
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise self._fail(f"step of {self.name}", exc) from exc
+        end = time.perf_counter()
+        t0 = attempt_start[0]
+        first = result.first_token_at if result.first_token_at is not None else end
+        return self._output(result, params, t0, first, end, attempts, t0 - started)
+
+    def _stream_with_fallbacks(self, prompt: str, params: StepParams) -> _Stream:
+        """One attempt; drop an optional feature the server rejects (logprobs, usage) and ask again."""
+        while True:
+            try:
+                return self._stream(prompt, params)
+            except Exception as exc:
+                feature = self._rejected_feature(exc)
+                if feature is None:
+                    raise
+                logger.warning("%s rejects %s (%s); asking without", self.base_url, feature, exc)
+                self._features[feature] = False
+
+    def _rejected_feature(self, exc: BaseException) -> str | None:
+        code = status_code(exc)
+        if code is None or code in (401, 403, 404, 429):
+            return None
+        message = str(getattr(exc, "message", "") or exc).lower() + str(getattr(exc, "body", "")).lower()
+        for feature, words in _FEATURE_WORDS.items():
+            optional = feature != "logprobs" or self.spec.logprobs == "auto"
+            if self._features[feature] and optional and any(w in message for w in words):
+                return feature
+        return None
+
+    def _request(self, prompt: str, params: StepParams) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": self.model,
+            "prompt": prompt,
+            "max_tokens": params.max_step_tokens,
+            "temperature": params.temperature,
+            "stream": True,
+        }
+        if params.temperature > 0:
+            request["top_p"] = params.top_p  # always: some servers default to less than 1
+        if params.seed is not None:
+            request["seed"] = params.seed
+        if self._features["logprobs"]:
+            request["logprobs"] = 1
+        if self._features["usage"]:
+            request["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
+        if self.spec.extra_body:
+            request["extra_body"] = dict(self.spec.extra_body)
+        return request
+
+    def _stream(self, prompt: str, params: StepParams) -> _Stream:
+        """Stream one completion, closing it as soon as the separator shows up."""
+        out = _Stream()
+        stream = self._client.completions.create(**self._request(prompt, params))
+        try:
+            for chunk in stream:
+                if chunk.usage is not None:
+                    out.usage = chunk.usage
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                if choice.text:
+                    out.chunks += 1
+                    if out.first_token_at is None:
+                        out.first_token_at = time.perf_counter()
+                    out.text += choice.text
+                logprobs = choice.logprobs
+                if logprobs is not None and logprobs.tokens:
+                    values = logprobs.token_logprobs or []
+                    for i, token in enumerate(logprobs.tokens):
+                        value = values[i] if i < len(values) else None
+                        out.tokens.append((token, float(value) if value is not None else 0.0))
+                if find_step_end(out.text, params.separator) is not None:
+                    out.finish = FinishReason.STEP
+                    return out
+                if choice.finish_reason is not None:
+                    out.server_finish = choice.finish_reason
+            if out.server_finish == "stop":
+                out.finish = FinishReason.EOS
+            elif out.server_finish == "length":
+                out.finish = FinishReason.LENGTH
+            elif out.server_finish is None:
+                hint = (
+                    "; a plain llama_cpp.server does this when another request arrives: start it with "
+                    "--interrupt_requests false"
+                )
+                if not out.text and self._features["logprobs"]:
+                    hint = "; if the server cannot return logprobs, add ?logprobs=off to the spec"
+                raise IncompleteResponse(f"the stream ended without a finish reason{hint}")
+            else:
+                raise BackendError(
+                    f"{self.name} ({self.base_url}) ended a step with finish_reason {out.server_finish!r}"
+                )
+            return out
+        finally:
+            stream.close()  # at a separator: disconnecting makes the server abort the request
+
+    def _output(
+        self,
+        result: _Stream,
+        params: StepParams,
+        t0: float,
+        first: float,
+        end: float,
+        attempts: int,
+        retry_seconds: float,
+    ) -> StepOutput:
+        text = result.text
+        tokens = result.tokens
+        if result.finish == FinishReason.STEP:
+            cut = find_step_end(text, params.separator)
+            assert cut is not None
+            text = text[:cut]
+            tokens = _tokens_through(tokens, cut + len(params.separator), result.text)
+        usage = result.usage
+        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
+        details = getattr(usage, "prompt_tokens_details", None)
+        cached = getattr(details, "cached_tokens", None) if details is not None else None
+        completion = getattr(usage, "completion_tokens", None)
+        if completion and result.finish != FinishReason.STEP:
+            count = int(completion)  # the server's own count, end-of-sequence token included
+        else:
+            count = len(tokens) if tokens else result.chunks
+            if result.finish == FinishReason.EOS:
+                count += 1  # the end-of-sequence token, which streams carry no text or logprob for
+        return StepOutput(
+            text=text.strip(),
+            finish_reason=result.finish,
+            model=self.name,
+            tokens=count,
+            token_logprobs=tuple(lp for _, lp in tokens),
+            prompt_tokens=prompt_tokens,
+            prefill_tokens=max(0, prompt_tokens - int(cached or 0)),
+            prefill_seconds=first - t0,
+            decode_seconds=end - first,
+            extra={
+                "server": self.base_url,
+                "server_finish_reason": result.server_finish,
+                "cached_tokens": cached,
+                "attempts": attempts,
+                "retry_seconds": retry_seconds,
+            },
+        )
+
+    def close(self) -> None:
+        if not self._closed:
+            self._closed = True
+            self._client.close()
+
+    def __repr__(self) -> str:
+        return f"OpenAIGenerator({self.name!r}, base_url={self.base_url!r}, template={self.template.name!r})"
+
+
+def _tokens_through(tokens: list[tuple[str, float]], end: int, text: str) -> list[tuple[str, float]]:
+    """The streamed tokens that cover ``text[:end]`` (the step and its separator), when they line up."""
+    if not tokens or "".join(t for t, _ in tokens) != text:
+        return tokens
+    kept: list[tuple[str, float]] = []
+    position = 0
+    for token in tokens:
+        if position >= end:
+            break
+        kept.append(token)
+        position += len(token[0])
+    return kept
+
+
+def load_openai(rest: str, prompt_style: PromptStyle, settings: Settings | None) -> OpenAIGenerator:
+    """Build the generator of an ``openai:`` spec (registered in ``backends/loader.py``)."""
+    return OpenAIGenerator(OpenAISpec.parse(rest), prompt_style=prompt_style, settings=settings)
