@@ -152,3 +152,27 @@ def test_summary_counts_escalations_and_costs(tmp_path: Path) -> None:
     wrong = [r for r in records if "T" in r["route"]]
     assert all(not r["correct"] for r in wrong if r["route"].endswith("T"))
     assert summarize(records, "random") == summary
+
+
+def test_concurrent_eval_and_failed_problems_rerun(tmp_path: Path) -> None:
+    from arbitrage.backends.base import FinishReason, StepContext
+    from arbitrage.errors import BackendError
+
+    broken = {"2"}
+
+    def script(ctx: StepContext) -> tuple[str, FinishReason]:
+        n = ctx.question.split()[1]
+        if n in broken:
+            raise BackendError("server at http://127.0.0.1:1 is unreachable")
+        return f"\\boxed{{{int(n) * 2}}}", FinishReason.EOS
+
+    engine = Engine(ScriptedGenerator("d", script), ScriptedGenerator("t", script), DraftOnlyPolicy())
+    first = run_eval(problems(5), engine, tmp_path, {"policy": "draft"}, show_progress=False, concurrency=3)
+    assert first.errors == 1 and first.correct == 4
+    failed = [r for r in map(json.loads, (tmp_path / "records.jsonl").open()) if r["id"] == "2"]
+    assert "unreachable" in failed[0]["error"]
+    broken.clear()
+    rerun: list[str] = []
+    second = run_eval(problems(5), engine, tmp_path, {"policy": "draft"}, show_progress=False,
+                      on_record=lambda r: rerun.append(r["id"]))  # fmt: skip
+    assert rerun == ["2"] and second.correct == 5 and second.errors == 0

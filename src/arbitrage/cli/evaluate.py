@@ -70,6 +70,7 @@ def evaluate(
     temperature: opt.Temperature = 0.0,
     seed: opt.Seed = 0,
     n_ctx: opt.NCtx = 4096,
+    concurrency: opt.Concurrency = 1,
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default: runs/eval/<data>_<policy>_<draft>_<target>).")
     ] = None,
@@ -117,7 +118,8 @@ def evaluate(
     draft_model = load_model(draft, options)
     target_model = load_model(target, options)
     try:
-        summary = run_eval(problems, Engine(draft_model, target_model, routing, config), out, run_config)
+        engine = Engine(draft_model, target_model, routing, config)
+        summary = run_eval(problems, engine, out, run_config, concurrency=concurrency)
     finally:
         draft_model.close()
         target_model.close()

@@ -36,6 +36,11 @@ DataDir = Annotated[
 Limit = Annotated[int | None, typer.Option(help="Number of problems (default: all).")]
 Offset = Annotated[int, typer.Option(help="Skip this many problems first.")]
 
+Concurrency = Annotated[
+    int,
+    typer.Option(help="Problems in flight at once (pays off with batching servers; local models serialise)."),
+]
+
 DEFAULTS = {"draft": DEFAULT_DRAFT, "target": DEFAULT_TARGET}
 Router = Annotated[
     Path | None,

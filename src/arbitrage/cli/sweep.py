@@ -44,6 +44,7 @@ def sweep(
     separator: opt.Separator = "\\n\\n",
     seed: opt.Seed = 0,
     n_ctx: opt.NCtx = 4096,
+    concurrency: opt.Concurrency = 1,
     cache: Annotated[
         Path | None,
         typer.Option(help="Step cache file (default OUT/step_cache.sqlite); shared caches reuse steps."),
@@ -97,7 +98,7 @@ def sweep(
     )  # fmt: skip
     try:
         results = run_sweep(
-            problems, draft_model, target_model, grid, out, config, policy_options, run_config
+            problems, draft_model, target_model, grid, out, config, policy_options, run_config, concurrency
         )
     finally:
         draft_model.close()

@@ -2,7 +2,8 @@
 
 The output folder holds ``run.json`` (the run's configuration), ``records.jsonl`` (one line per
 problem, appended and flushed as each finishes) and ``summary.json``. Re-running the same command
-skips the problems already recorded; a different configuration in the same folder is refused.
+skips the problems already recorded (a problem whose solve failed, e.g. on an unreachable server, runs
+again); a different configuration in the same folder is refused.
 """
 
 from __future__ import annotations
@@ -14,8 +15,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from arbitrage.concurrent import ProblemResult, solve_many
 from arbitrage.engine import Engine
-from arbitrage.errors import ArbitrageError, ConfigError
+from arbitrage.errors import ConfigError
 from arbitrage.evaluation.datasets import Problem
 from arbitrage.evaluation.grading import grade
 from arbitrage.evaluation.summary import EvalSummary, summarize
@@ -100,8 +102,11 @@ def prepare_output(out: Path, config: dict[str, Any]) -> list[dict[str, Any]]:
             )
     else:
         run_file.write_text(json.dumps(config, indent=2, sort_keys=True))
-    done = _load_done(out / RECORDS)
-    # rewrite without damaged lines so appends stay valid JSON lines
+    loaded = _load_done(out / RECORDS)
+    done = [r for r in loaded if r.get("error") is None]  # failed problems (server down, ...) run again
+    if len(done) < len(loaded):
+        logger.info("%d problems that failed last time will run again", len(loaded) - len(done))
+    # rewrite without damaged lines or failures so appends stay valid JSON lines
     with (out / RECORDS).open("w") as fh:
         for record in done:
             fh.write(json.dumps(record) + "\n")
@@ -115,24 +120,28 @@ def run_eval(
     config: dict[str, Any],
     on_record: Callable[[dict[str, Any]], None] | None = None,
     show_progress: bool = True,
+    concurrency: int = 1,
 ) -> EvalSummary:
-    """Solve every problem not yet recorded in ``out``; append a record per problem; summarise."""
+    """Solve every problem not yet recorded in ``out``; append a record per problem; summarise.
+
+    ``concurrency`` problems are in flight at once (see :func:`arbitrage.concurrent.solve_many`); records
+    are written in the order problems finish, each as soon as it does.
+    """
     done = prepare_output(out, config)
     done_ids = {r["id"] for r in done}
     todo = [p for p in problems if p.id not in done_ids]
     wanted = {p.id for p in problems}
     from tqdm import tqdm
 
-    with (out / RECORDS).open("a") as fh, tqdm(total=len(problems), initial=len(problems) - len(todo),
-                                                desc=config.get("policy", "eval"), disable=not show_progress,
-                                                unit="problem") as bar:  # fmt: skip
-        for problem in todo:
-            try:
-                trace = engine.solve(problem.question)
-                record = record_for(problem, trace)
-            except ArbitrageError as exc:
-                logger.error("problem %s failed: %s", problem.id, exc)
-                record = record_for(problem, None, error=str(exc))
+    bar = tqdm(total=len(problems), initial=len(problems) - len(todo), desc=str(config.get("policy", "eval")),
+               disable=not show_progress, unit="problem")  # fmt: skip
+    with (out / RECORDS).open("a") as fh:
+
+        def write(result: ProblemResult) -> None:  # on this (main) thread: grading's time limits work
+            problem = todo[result.index]
+            if result.trace is None:
+                logger.error("problem %s failed: %s", problem.id, result.error)
+            record = record_for(problem, result.trace, error=result.error)
             fh.write(json.dumps(record) + "\n")
             fh.flush()
             os.fsync(fh.fileno())
@@ -140,8 +149,11 @@ def run_eval(
             if on_record is not None:
                 on_record(record)
             bar.update(1)
-            correct = sum(1 for r in done if r.get("correct") and r["id"] in wanted)
-            bar.set_postfix(acc=f"{correct}/{sum(1 for r in done if r['id'] in wanted)}")
+            finished = [r for r in done if r["id"] in wanted]
+            bar.set_postfix(acc=f"{sum(1 for r in finished if r.get('correct'))}/{len(finished)}")
+
+        solve_many(engine, [p.question for p in todo], concurrency=concurrency, on_result=write)
+    bar.close()
     selected = [r for r in done if r["id"] in wanted]
     summary = summarize(selected, str(config.get("policy", "")))
     (out / "summary.json").write_text(json.dumps(summary.to_dict(), indent=2))

@@ -80,6 +80,7 @@ def run_sweep(
     engine_config: EngineConfig,
     base_options: PolicyOptions,
     run_config: dict[str, Any],
+    concurrency: int = 1,
 ) -> list[tuple[SweepPoint, EvalSummary]]:
     """Run every point (resumably) and write ``OUT/sweep.json``."""
     policies = []
@@ -95,7 +96,7 @@ def run_sweep(
         logger.info("== sweep point %d/%d: %s", i, len(points), policy.name)
         engine = Engine(draft, target, policy, engine_config)
         config = {**run_config, "policy": policy.name}
-        summary = run_eval(problems, engine, out / point.slug, config)
+        summary = run_eval(problems, engine, out / point.slug, config, concurrency=concurrency)
         results.append((point, summary))
         _write(out, results)
     return results
