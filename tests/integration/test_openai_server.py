@@ -157,3 +157,39 @@ def test_killed_server_fails_remaining_problems_clearly_and_a_rerun_resumes(tmp_
         srv.stop()
     assert sorted(kept) == [0, 1, 2, 3]
     assert all(kept[i].question == questions[i] for i in kept)
+
+
+def test_cli_eval_concurrency_4_remote_and_resume_after_server_death(tmp_path: Path) -> None:
+    """`arbitrage eval --concurrency 4` with both models remote; with the server gone the command fails
+    in one clear line, and once it is back the same command resumes, keeping every finished problem.
+    (A server dying mid-run is covered by the solve_many test above and the runner's unit tests.)"""
+    srv = ServerProcess(MODEL, tmp_path / "server.log").start()
+    base = f"openai:{srv.base_url}#{MODEL}?{OPTIONS}"
+    out = tmp_path / "eval"
+    cmd = [sys.executable, "-m", "arbitrage.cli.main", "eval", "--dataset", "gsm8k", "--policy", "random",
+           "--draft", f"{base}&name=draft", "--target", f"{base}&name=target", "--max-steps", "2",
+           "--max-step-tokens", "32", "--concurrency", "4", "--out", str(out)]  # fmt: skip
+
+    def records() -> list[dict]:
+        return [json.loads(line) for line in (out / "records.jsonl").open()]
+
+    try:
+        first = subprocess.run([*cmd, "--limit", "4"], capture_output=True, text=True, timeout=600)
+        assert first.returncode == 0, first.stderr
+        assert sorted(r["id"] for r in records()) == ["0", "1", "2", "3"]
+        assert all(r["error"] is None for r in records())
+    finally:
+        srv.stop()
+    down = subprocess.run([*cmd, "--limit", "6"], capture_output=True, text=True, timeout=600)
+    assert down.returncode == 2  # the server is gone: one clear line, nothing lost
+    assert srv.base_url in down.stderr and "Traceback" not in down.stderr
+    assert len(records()) == 4
+    restarted = ServerProcess(MODEL, tmp_path / "server2.log", port=srv.port).start()
+    try:
+        again = subprocess.run([*cmd, "--limit", "6"], capture_output=True, text=True, timeout=600)
+    finally:
+        restarted.stop()
+    assert again.returncode == 0, again.stderr
+    ids = [r["id"] for r in records()]
+    assert sorted(ids) == ["0", "1", "2", "3", "4", "5"] and len(ids) == len(set(ids))
+    assert all(r["error"] is None for r in records())
