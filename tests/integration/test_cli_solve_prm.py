@@ -25,7 +25,7 @@ def test_rsd_json_trace_has_rewards_and_threshold_decisions() -> None:
     result = solve("--policy", "rsd", "--threshold", "0.7", "--json")
     assert result.returncode == 0, result.stderr
     trace = json.loads(result.stdout)
-    assert trace["policy"] == "rsd(t=0.7, prm=judge(smollm2-135m, strict))"
+    assert trace["policy"] == "rsd(t=0.7, prm=judge(smollm2-135m, basic))"
     assert trace["steps"]
     for step in trace["steps"]:
         decision = step["decision"]
@@ -45,7 +45,7 @@ def test_oracle_json_trace_has_both_rewards_and_advantage() -> None:
     result = solve("--policy", "oracle", "--tau", "0.0", "--json", draft="gemma3-270m")
     assert result.returncode == 0, result.stderr
     trace = json.loads(result.stdout)
-    assert trace["policy"] == "oracle(tau=0, prm=judge(smollm2-135m, strict))"
+    assert trace["policy"] == "oracle(tau=0, prm=judge(smollm2-135m, basic))"
     for step in trace["steps"]:
         d = step["decision"]
         assert d["advantage"] == pytest.approx(d["target_reward"] - d["draft_reward"])

@@ -42,7 +42,7 @@ def test_bad_specs(spec: str, message: str) -> None:
 
 
 def test_judge_prompts(tmp_path: Path) -> None:
-    assert resolve_prompt(None) is JUDGE_PROMPTS["strict"]
+    assert resolve_prompt(None) is JUDGE_PROMPTS["basic"]
     assert set(JUDGE_PROMPTS) >= {"basic", "strict", "fewshot", "recompute"}
     custom = tmp_path / "mine.json"
     custom.write_text(json.dumps({"system": None, "head": "Q: {question}\n", "step": "- {text}\n",

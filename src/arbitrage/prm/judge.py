@@ -161,7 +161,7 @@ JUDGE_PROMPTS: dict[str, JudgePrompt] = {
         ),
     )
 }
-DEFAULT_JUDGE_PROMPT = "strict"
+DEFAULT_JUDGE_PROMPT = "basic"  # the best measured on data/prm_eval (see benchmarks/results/prm_eval)
 
 
 def resolve_prompt(name_or_path: str | None) -> JudgePrompt:

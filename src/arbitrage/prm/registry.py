@@ -3,8 +3,9 @@
 Specs (``--prm`` everywhere):
 
 - ``judge:MODEL[#PROMPT]``: a local model as judge (a named model or a .gguf path). PROMPT is a built-in
-  judge prompt (``basic``, ``strict``, ``fewshot``, ``recompute``; default ``strict``) or a JSON file.
-  The judge always loads its own model instance (own KV cache), even when it is the target's file.
+  judge prompt (``basic``, ``strict``, ``fewshot``, ``recompute``; default ``basic``, the best measured)
+  or a JSON file. The judge always loads its own model instance (own KV cache), even when it is the
+  target's file.
 - ``arith``: the arithmetic verifier.
 - ``judge+arith:MODEL[#PROMPT]``: the judge, vetoed by the arithmetic verifier.
 - ``hf:PATH[#FORMAT]``: a trained PRM checkpoint folder through transformers; FORMAT (``skywork``,
@@ -26,7 +27,8 @@ from arbitrage.settings import Settings
 if TYPE_CHECKING:
     from arbitrage.prm.judge import JudgeModel
 
-DEFAULT_PRM = "judge+arith:qwen2.5-coder-1.5b"
+# the best scorer measured by `arbitrage eval-prm` on data/prm_eval (benchmarks/results/prm_eval/README.md)
+DEFAULT_PRM = "judge+arith:qwen2.5-coder-1.5b#basic"
 
 
 @dataclass(frozen=True, slots=True)
