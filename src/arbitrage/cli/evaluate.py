@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import re
 from pathlib import Path
 from typing import Annotated
@@ -93,10 +92,10 @@ def evaluate(
     )
     policy_options = opt.policy_options(
         policy, p, seed, router, tau, target_rate, threshold=threshold, target_samples=target_samples,
-        diagnose=diagnose,
+        diagnose=diagnose, prm=prm, n_ctx=n_ctx,
     )  # fmt: skip
-    scorer = opt.load_policy_scorer([policy], prm, n_ctx)
-    routing = build_policy(policy, dataclasses.replace(policy_options, scorer=scorer))
+    scorer = policy_options.scorer
+    routing = build_policy(policy, policy_options)
     run_config = {
         "data": name,
         "offset": offset,

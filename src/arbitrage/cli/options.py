@@ -96,8 +96,11 @@ def policy_options(
     threshold: float = 0.7,
     target_samples: int = 1,
     diagnose: bool = False,
+    prm: str | None = None,
+    n_ctx: int = 4096,
 ) -> PolicyOptions:
-    """PolicyOptions from the CLI, checking the router options (τ or a target rate, not both)."""
+    """PolicyOptions from the CLI, checking the router options (τ or a target rate, not both), with the
+    ``prm`` scorer loaded when the policy needs one (rsd, oracle)."""
     from arbitrage.errors import ConfigError
 
     if policy == "router" and tau is None and target_rate is None:
@@ -113,6 +116,7 @@ def policy_options(
     return PolicyOptions(
         p=p,
         seed=seed,
+        scorer=load_policy_scorer([policy], prm, n_ctx) if prm is not None else None,
         router_path=str(router) if router is not None else None,
         tau=tau if tau is not None else 0.0,
         target_rate=target_rate,

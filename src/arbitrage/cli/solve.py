@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Annotated
 
@@ -56,10 +55,9 @@ def solve(
     )
     policy_options = opt.policy_options(
         policy, p, seed, router, tau, target_rate, threshold=threshold, target_samples=target_samples,
-        diagnose=diagnose,
+        diagnose=diagnose, prm=prm, n_ctx=n_ctx,
     )  # fmt: skip
-    scorer = opt.load_policy_scorer([policy], prm, n_ctx)
-    policy_options = dataclasses.replace(policy_options, scorer=scorer)
+    scorer = policy_options.scorer
     options = GeneratorOptions(n_ctx=n_ctx, seed=seed)
     console = Console(stderr=as_json)
     try:
