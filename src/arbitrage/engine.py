@@ -152,8 +152,10 @@ class Engine:
         )
         t0 = time.perf_counter()
         decision = self.policy.decide(view)
-        # policy time: PRM / router work, less target generation and diagnostic-only work
+        # policy time: PRM / router work, less target generation and diagnostic-only work, plus the
+        # stored cost of PRM calls replayed from a score cache
         policy_seconds = max(0.0, time.perf_counter() - t0 - target_wall[0] - decision.diagnostic_seconds)
+        policy_seconds += decision.replayed_seconds
         # 4. escalate: the target writes the step (reusing one the policy already requested)
         requested = view.target_step() if decision.escalate else view.generated_target
         return self._record(index, draft, requested, decision, policy_seconds, len(view.extra_samples))

@@ -31,6 +31,9 @@ class Decision:
     # seconds the policy spent only on diagnostics (e.g. RSD scoring the target's step for the waste
     # count): excluded from the step's policy_seconds and from the solve's latency
     diagnostic_seconds: float = 0.0
+    # stored seconds of PRM calls replayed from a score cache (arbitrage.prm.cache): not spent now, but
+    # added to the step's policy_seconds so latencies stay sums of measured costs
+    replayed_seconds: float = 0.0
 
     @property
     def advantage(self) -> float | None:

@@ -111,3 +111,32 @@ def test_build_report_writes_plots_and_markdown(tmp_path: Path) -> None:
     assert "RSD waste" in report and "| 0.400 |" in report
     with pytest.raises(ConfigError, match="No sweep results"):
         build_report(tmp_path / "missing")
+
+
+def test_accuracy_at_acceptance_and_curve_comparison() -> None:
+    from arbitrage.evaluation.report import accuracy_at_acceptance, curve_comparison
+
+    router = [pt("router", 0.5, 10, 0.8), pt("router", 0.7, 20, 0.4)]
+    rsd = [pt("rsd", 0.55, 12, 0.6), pt("rsd", 0.5, 15, 0.3), pt("rsd", 0.4, 9, 0.9)]
+    assert accuracy_at_acceptance(router, 0.6) == pytest.approx(0.6)
+    assert accuracy_at_acceptance(router, 0.9) is None  # outside the router's range
+    rows = curve_comparison(router + rsd, "router", "rsd")
+    assert [r["acceptance"] for r in rows] == [0.6]  # only rsd's 0.6 lies within [0.4, 0.8]
+    assert rows[0]["difference"] == pytest.approx(0.05)
+
+
+def test_report_names_replayed_calls_and_compares_curves(tmp_path: Path) -> None:
+    rows = []
+    for family, acc, acceptance, lat in [("target", 0.6, 0.0, 40.0), ("router", 0.5, 0.8, 15.0),
+                                         ("router", 0.6, 0.4, 25.0), ("rsd", 0.5, 0.6, 25.0)]:  # fmt: skip
+        rows.append({"point": family, "policy_name": family, "param": None, "value": None, "policy": family,
+                     "accuracy": acc, "accuracy_ci": [acc - 0.1, acc + 0.1], "problems": 100,
+                     "acceptance_rate": acceptance, "latency_mean_s": lat, "latency_median_s": lat,
+                     "target_call_rate": 1 - acceptance, "escalations": 10, "wasted_escalations": None,
+                     "replayed_calls": 7, "live_calls": 3, "replayed_prm_calls": 5, "live_prm_calls": 2})  # fmt: skip
+    (tmp_path / "sweep.json").write_text(json.dumps(rows))
+    report = build_report(tmp_path).read_text()
+    assert "| 7 / 3 | 5 / 2 |" in report and "[0.50, 0.70]" in report
+    assert "router is above rsd at 1 of 1" in report
+    curves = json.loads((tmp_path / "curves.json").read_text())
+    assert curves["router_vs_rsd"][0]["difference"] == pytest.approx(0.05)

@@ -20,35 +20,67 @@ import json
 import sqlite3
 import threading
 from pathlib import Path
+from typing import Any
 
 from arbitrage.backends.base import FinishReason, Generator, StepContext, StepOutput, StepParams
 
 
-class StepCache:
-    """SQLite-backed map from a step request's key to the step it produced."""
+class JsonTable:
+    """One table of an SQLite file mapping a key to a JSON document; safe for threads and processes.
 
-    def __init__(self, path: Path) -> None:
+    Step caches and score caches (:mod:`arbitrage.prm.cache`) keep their tables in the same file.
+    """
+
+    def __init__(self, path: Path, table: str) -> None:
+        if not table.isidentifier():
+            raise ValueError(f"bad table name {table!r}")
         self.path = path
+        self.table = table
         path.parent.mkdir(parents=True, exist_ok=True)
         self._lock = threading.Lock()
         self._db = sqlite3.connect(str(path), check_same_thread=False, timeout=60)
         self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("CREATE TABLE IF NOT EXISTS steps (key TEXT PRIMARY KEY, output TEXT NOT NULL)")
+        self._db.execute(f"CREATE TABLE IF NOT EXISTS {table} (key TEXT PRIMARY KEY, output TEXT NOT NULL)")
         self._db.commit()
 
     @staticmethod
+    def digest(payload: object) -> str:
+        """A stable key for a JSON-serialisable payload."""
+        return hashlib.sha256(json.dumps(payload, sort_keys=True).encode("utf-8")).hexdigest()
+
+    def get_json(self, key: str) -> dict[str, Any] | None:
+        with self._lock:
+            row = self._db.execute(f"SELECT output FROM {self.table} WHERE key = ?", (key,)).fetchone()
+        return None if row is None else dict(json.loads(row[0]))
+
+    def put_json(self, key: str, data: dict[str, Any]) -> None:
+        with self._lock:
+            self._db.execute(f"INSERT OR REPLACE INTO {self.table} VALUES (?, ?)", (key, json.dumps(data)))
+            self._db.commit()
+
+    def __len__(self) -> int:
+        with self._lock:
+            return int(self._db.execute(f"SELECT COUNT(*) FROM {self.table}").fetchone()[0])
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+class StepCache(JsonTable):
+    """SQLite-backed map from a step request's key to the step it produced."""
+
+    def __init__(self, path: Path) -> None:
+        super().__init__(path, "steps")
+
+    @staticmethod
     def key(model_id: str, context: StepContext, params: StepParams) -> str:
-        payload = json.dumps(
-            [model_id, context.question, list(context.steps), dataclasses.asdict(params)], sort_keys=True
-        )
-        return hashlib.sha256(payload.encode("utf-8")).hexdigest()
+        return JsonTable.digest([model_id, context.question, list(context.steps), dataclasses.asdict(params)])
 
     def get(self, key: str) -> StepOutput | None:
-        with self._lock:
-            row = self._db.execute("SELECT output FROM steps WHERE key = ?", (key,)).fetchone()
-        if row is None:
+        data = self.get_json(key)
+        if data is None:
             return None
-        data = json.loads(row[0])
         data["finish_reason"] = FinishReason(data["finish_reason"])
         data["token_logprobs"] = tuple(data["token_logprobs"])
         data["token_entropies"] = tuple(data["token_entropies"])
@@ -58,17 +90,7 @@ class StepCache:
     def put(self, key: str, output: StepOutput) -> None:
         data = dataclasses.asdict(output)
         data["finish_reason"] = str(output.finish_reason)
-        with self._lock:
-            self._db.execute("INSERT OR REPLACE INTO steps VALUES (?, ?)", (key, json.dumps(data)))
-            self._db.commit()
-
-    def __len__(self) -> int:
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM steps").fetchone()[0])
-
-    def close(self) -> None:
-        with self._lock:
-            self._db.close()
+        self.put_json(key, data)
 
 
 class CachingGenerator:

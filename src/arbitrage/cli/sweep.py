@@ -47,9 +47,13 @@ def sweep(
     concurrency: opt.Concurrency = 1,
     cache: Annotated[
         Path | None,
-        typer.Option(help="Step cache file (default OUT/step_cache.sqlite); shared caches reuse steps."),
+        typer.Option(
+            help="Step and PRM-score cache file (default OUT/step_cache.sqlite); shared caches reuse calls."
+        ),
     ] = None,
-    no_cache: Annotated[bool, typer.Option("--no-cache", help="Measure every call live.")] = False,
+    no_cache: Annotated[
+        bool, typer.Option("--no-cache", help="Measure every model and PRM call live.")
+    ] = False,
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default: runs/sweep/<data>_<draft>_<target>).")
     ] = None,
@@ -66,6 +70,7 @@ def sweep(
     from arbitrage.evaluation.sweep import parse_points, run_sweep
     from arbitrage.policies import PolicyOptions
     from arbitrage.policies.factory import SCORED_POLICIES
+    from arbitrage.prm.cache import CachingScorer, ScoreCache
 
     grid = parse_points(points)
     name, problems = load_problems(dataset, data_file, question_field, answer_field, data_dir, offset, limit)
@@ -89,9 +94,13 @@ def sweep(
     draft_model = load_model(draft, options)
     target_model = load_model(target, options)
     step_cache = None if no_cache else StepCache(cache or out / "step_cache.sqlite")
+    score_cache = None
     if step_cache is not None:
         draft_model = CachingGenerator(draft_model, step_cache, f"{draft}|{style}")
         target_model = CachingGenerator(target_model, step_cache, f"{target}|{style}")
+        if scorer is not None:  # PRM rewards replay too (same file, their own table)
+            score_cache = ScoreCache(step_cache.path)
+            scorer = CachingScorer(scorer, score_cache, f"{prm}|{scorer.name}")
     policy_options = PolicyOptions(
         seed=seed, router_path=str(router) if router else None, scorer=scorer, target_samples=target_samples,
         diagnose=diagnose,
@@ -105,6 +114,8 @@ def sweep(
         target_model.close()
         if step_cache is not None:
             step_cache.close()
+        if score_cache is not None:
+            score_cache.close()
         if scorer is not None:
             scorer.close()
     print_sweep_table(Console(), [s for _, s in results], out)

@@ -37,6 +37,12 @@ class Point:
     escalations: int
     wasted: int | None
     rewarded: int = 0  # escalations with both rewards known
+    accuracy_ci: tuple[float, float] = (float("nan"), float("nan"))
+    problems: int = 0
+    replayed_calls: int = 0  # model calls replayed from the step cache
+    live_calls: int = 0
+    replayed_prm_calls: int = 0  # PRM calls replayed from the score cache
+    live_prm_calls: int = 0
 
 
 def load_points(sweep_dir: Path) -> list[Point]:
@@ -56,6 +62,12 @@ def load_points(sweep_dir: Path) -> list[Point]:
             escalations=row["escalations"],
             wasted=row.get("wasted_escalations"),
             rewarded=row.get("rewarded_escalations", row["escalations"]),
+            accuracy_ci=tuple(row.get("accuracy_ci", (float("nan"), float("nan")))),
+            problems=row.get("problems", 0),
+            replayed_calls=row.get("replayed_calls", 0),
+            live_calls=row.get("live_calls", 0),
+            replayed_prm_calls=row.get("replayed_prm_calls", 0),
+            live_prm_calls=row.get("live_prm_calls", 0),
         )
         for row in rows
     ]
@@ -111,6 +123,33 @@ def speedups(points: list[Point]) -> list[dict[str, Any]]:
     return rows
 
 
+def accuracy_at_acceptance(points: list[Point], acceptance: float) -> float | None:
+    """A family's accuracy at an acceptance rate, interpolated linearly between its points (None
+    outside their range)."""
+    ordered = sorted((p for p in points if not math.isnan(p.acceptance)), key=lambda p: p.acceptance)
+    if not ordered or not ordered[0].acceptance <= acceptance <= ordered[-1].acceptance:
+        return None
+    for lo, hi in itertools.pairwise(ordered):
+        if lo.acceptance <= acceptance <= hi.acceptance:
+            if hi.acceptance == lo.acceptance:
+                return max(lo.accuracy, hi.accuracy)
+            t = (acceptance - lo.acceptance) / (hi.acceptance - lo.acceptance)
+            return lo.accuracy + t * (hi.accuracy - lo.accuracy)
+    return ordered[0].accuracy  # a single point
+
+
+def curve_comparison(points: list[Point], family: str, versus: str) -> list[dict[str, Any]]:
+    """At each acceptance rate of ``versus``'s points, ``family``'s interpolated accuracy next to it."""
+    mine = [p for p in points if p.family == family]
+    rows = []
+    for p in sorted((p for p in points if p.family == versus), key=lambda p: p.acceptance):
+        a = accuracy_at_acceptance(mine, p.acceptance)
+        if a is not None:
+            row = {"acceptance": p.acceptance, family: a, versus: p.accuracy}
+            rows.append({**row, "difference": a - p.accuracy})
+    return rows
+
+
 def _plot(points: list[Point], x: str, xlabel: str, path: Path, title: str) -> None:
     import matplotlib
 
@@ -147,12 +186,33 @@ def build_report(sweep_dir: Path, title: str | None = None) -> Path:
           sweep_dir / "accuracy_vs_acceptance.png", "accuracy vs acceptance rate")  # fmt: skip
     _plot(points, "latency", "mean latency per problem (s)", sweep_dir / "accuracy_vs_latency.png",
           "accuracy vs latency")  # fmt: skip
-    lines = [f"# {title}", "",
-             "| policy | accuracy | acceptance | target-call rate | mean latency s | median s |",
-             "| --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
+    lines = [
+        f"# {title}",
+        "",
+        "| policy | problems | accuracy [95% CI] | acceptance | target-call rate | mean latency s | "
+        "median s | model calls replayed / live | PRM calls replayed / live |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for p in sorted(points, key=lambda p: (p.family, -p.acceptance if not math.isnan(p.acceptance) else 0)):
-        lines.append(f"| {p.label} | {p.accuracy:.3f} | {p.acceptance:.3f} | {p.target_call_rate:.3f} | "
-                     f"{p.latency:.1f} | {p.latency_median:.1f} |")  # fmt: skip
+        lo, hi = p.accuracy_ci
+        cells = [
+            p.label,
+            str(p.problems),
+            f"{p.accuracy:.3f} [{lo:.2f}, {hi:.2f}]",
+            f"{p.acceptance:.3f}",
+            f"{p.target_call_rate:.3f}",
+            f"{p.latency:.1f}",
+            f"{p.latency_median:.1f}",
+            f"{p.replayed_calls} / {p.live_calls}",
+            f"{p.replayed_prm_calls} / {p.live_prm_calls}",
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    lines += [
+        "",
+        "Latency is the sum of the measured costs of a problem's model and PRM calls. Calls replayed from "
+        "the sweep's step and score caches (identical greedy requests made by an earlier point) add the "
+        "seconds measured when they first ran; the last two columns say how many of each.",
+    ]
     table = speedups(points)
     lines += ["", "## Speedup at matched accuracy", ""]
     if table:
@@ -162,6 +222,27 @@ def build_report(sweep_dir: Path, title: str | None = None) -> Path:
                   f"{r['versus_latency']:.1f} | {r['speedup']:.2f}x |" for r in table]  # fmt: skip
     else:
         lines.append("No pair of policy families reaches a common accuracy.")
+    comparisons = {}
+    for family, versus in (("router", "rsd"), ("oracle", "rsd"), ("router", "oracle")):
+        rows = curve_comparison(points, family, versus)
+        if not rows:
+            continue
+        comparisons[f"{family}_vs_{versus}"] = rows
+        above = sum(1 for r in rows if r["difference"] > 0)
+        lines += [
+            "",
+            f"## {family} vs {versus}: accuracy at {versus}'s acceptance rates",
+            "",
+            f"{family} is above {versus} at {above} of {len(rows)} of {versus}'s points "
+            f"({family}'s accuracy interpolated between its own points).",
+            "",
+            f"| acceptance | {family} | {versus} | difference |",
+            "| ---: | ---: | ---: | ---: |",
+        ]
+        for r in rows:
+            cells = [f"{r['acceptance']:.3f}", f"{r[family]:.3f}", f"{r[versus]:.3f}"]
+            lines.append("| " + " | ".join(cells) + f" | {r['difference']:+.3f} |")
+    (sweep_dir / "curves.json").write_text(json.dumps(comparisons, indent=2))
     waste = [p for p in points if p.family == "rsd" and p.wasted is not None and p.rewarded]
     if waste:
         lines += ["", "## RSD waste: escalations whose target step did not beat the draft's reward", "",

@@ -42,6 +42,8 @@ def record_for(problem: Problem, trace: SolveTrace | None, error: str | None = N
     draft, target = trace.usage["draft"], trace.usage["target"]
     outputs = [o for s in trace.steps for o in (s.draft, s.target) if o is not None]
     replayed = sum(1 for o in outputs if o.extra.get("replayed"))
+    prm_calls = sum(int(s.decision.info.get("prm_calls", 0)) for s in trace.steps)
+    prm_replayed = sum(int(s.decision.info.get("prm_replayed", 0)) for s in trace.steps)
     return {
         **base,
         "predicted": verdict.predicted,
@@ -69,6 +71,8 @@ def record_for(problem: Problem, trace: SolveTrace | None, error: str | None = N
         "latency_seconds": draft.seconds + target.seconds + trace.policy_seconds,
         "replayed_calls": replayed,
         "live_calls": len(outputs) - replayed,
+        "replayed_prm_calls": prm_replayed,
+        "live_prm_calls": prm_calls - prm_replayed,
         "route": "".join("T" if s.role == "target" else "D" for s in trace.steps),
         "solution": trace.solution,
     }

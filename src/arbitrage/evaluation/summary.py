@@ -7,7 +7,7 @@ Formulas (over the problems of a run):
 - target_call_rate = Σ target step calls / Σ steps.
 - latency = per-problem Σ measured call seconds (draft + target) + policy seconds: mean, median, p90
   (nearest-rank). Equal to the wall time up to the engine's own overhead for live calls, and still
-  defined when calls were replayed from a step cache (their stored costs are summed).
+  defined when calls were replayed from a step or score cache (their stored costs are summed).
 - wasted share = Σ wasted escalations / Σ escalations with both rewards known (RSD with --diagnose,
   the oracle); an escalation is wasted when its target step's reward did not beat the draft's.
 """
@@ -65,6 +65,8 @@ class EvalSummary:
     wall_mean_s: float = 0.0  # measured wall seconds per problem (meaningful for live calls only)
     replayed_calls: int = 0  # model calls replayed from a step cache (costs summed, not re-measured)
     live_calls: int = 0  # model calls measured in this run
+    replayed_prm_calls: int = 0  # PRM calls replayed from a score cache (stored seconds summed)
+    live_prm_calls: int = 0  # PRM calls measured in this run
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -104,4 +106,6 @@ def summarize(records: Sequence[dict[str, Any]], policy: str) -> EvalSummary:
         wall_mean_s=statistics.mean(r["wall_seconds"] for r in ok) if ok else 0.0,
         replayed_calls=sum(r.get("replayed_calls", 0) for r in ok),
         live_calls=sum(r.get("live_calls", 0) for r in ok),
+        replayed_prm_calls=sum(r.get("replayed_prm_calls", 0) for r in ok),
+        live_prm_calls=sum(r.get("live_prm_calls", 0) for r in ok),
     )

@@ -14,7 +14,8 @@
   step is the one kept on escalation.
 
 An empty step (the model ended its answer without writing anything) has nothing to score: reward 0.
-PRM time is measured by the engine as the step's ``policy_seconds`` and is part of the solve's wall time.
+PRM time is measured by the engine as the step's ``policy_seconds`` and is part of the solve's wall time;
+PRM calls replayed from a score cache (:mod:`arbitrage.prm.cache`) add their stored seconds instead.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ class _Scoring:
         info["prm_calls"] = info.get("prm_calls", 0) + 1
         info["prm_seconds"] = info.get("prm_seconds", 0.0) + result.seconds
         info["prm_prefill_tokens"] = info.get("prm_prefill_tokens", 0) + result.prefill_tokens
+        if result.info.get("replayed"):  # from a score cache: its stored cost counts as policy time
+            info["prm_replayed"] = info.get("prm_replayed", 0) + 1
+            info["prm_replayed_seconds"] = info.get("prm_replayed_seconds", 0.0) + result.seconds
         return result.last
 
 
@@ -93,6 +97,7 @@ class RSDPolicy:
             reason=f"reward {reward:.2f} {'<' if escalate else '>='} t",
             info=info,
             diagnostic_seconds=diagnostic,
+            replayed_seconds=info.get("prm_replayed_seconds", 0.0),
         )
 
 
@@ -145,4 +150,5 @@ class OraclePolicy:
             target_reward=target_reward,
             reason=f"Δ {advantage:+.2f} {'>' if escalate else '<='} τ",
             info={**info, **extra},
+            replayed_seconds=info.get("prm_replayed_seconds", 0.0),
         )
