@@ -105,3 +105,59 @@ def test_lm_errors(tmp_path: Path, text_rows: list[dict]) -> None:
         train_router(
             text_rows, TrainOptions(kind="lm", lm=LMOptions(backbone=str(tmp_path / "empty"), device="tpu"))
         )
+
+
+def test_head_only_training_on_cached_features(text_rows: list[dict], tmp_path: Path) -> None:
+    """train_layers=0 on a decoder: the backbone stays as it was, the head learns from cached vectors."""
+    import torch
+
+    # a random backbone's frozen features carry the last token best: end the steps to escalate with "hmm"
+    rows = [{**r, "z_d": r["z_d"] + (" hmm" if r["y"] else "")} for r in text_rows]
+    backbone = str(tiny_backbone(tmp_path / "llama", "llama"))
+    lm = LMOptions(
+        backbone=backbone, epochs=3, max_length=64, device="cpu", train_layers=0, head_learning_rate=5e-2
+    )
+    trained = train_router(rows, TrainOptions(kind="lm", lm=lm))
+    router = trained.router
+    assert isinstance(router, LMRouter)
+    info = router.config()
+    assert info["cached_features"] is True and info["train_steps"] == 300
+    assert info["trainable_parameters"] == 32 * 2  # the llama head: hidden 32 -> 2 classes, no bias
+    assert info["train_loss_last"] < info["train_loss_first"]
+    assert trained.metrics.roc_auc is not None and trained.metrics.roc_auc > 0.9
+    # the backbone's weights are untouched: they equal a fresh load of the same folder
+    from arbitrage.router.lm import _load
+
+    _, fresh = _load(Path(backbone), 2, "cpu")
+    block = dict(router.model.named_parameters())
+    for name, param in fresh.named_parameters():
+        if not name.startswith("score"):
+            assert torch.equal(param, block[name]), name
+    # saved and reloaded like any lm router
+    path = save_router(tmp_path / "router", router, trained.config, trained.split)
+    loaded = load_router(path, device="cpu")
+    examples = [RouterExample.from_pair(r) for r in rows[:8]]
+    assert np.allclose(loaded.router.score_batch(examples), router.score_batch(examples), atol=1e-5)
+
+
+def test_top_blocks_training_freezes_the_rest(text_rows: list[dict], tmp_path: Path) -> None:
+    from arbitrage.router.lm import _load, freeze_below
+
+    _, model = _load(tiny_backbone(tmp_path / "llama", "llama"), 2, "cpu")
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert len(trainable) == len(list(model.parameters()))
+    freeze_below(model, 1)
+    trainable = {n for n, p in model.named_parameters() if p.requires_grad}
+    assert "score.weight" in trainable and "model.norm.weight" in trainable
+    assert any(n.startswith("model.layers.1.") for n in trainable)
+    assert not any(n.startswith("model.layers.0.") or "embed" in n for n in trainable)
+    freeze_below(model, 0)
+    assert {n for n, p in model.named_parameters() if p.requires_grad} == {"score.weight"}
+    # an encoder's head is not one linear layer for every model; the bert head falls back to training
+    # with a frozen backbone and still works
+    backbone = str(tiny_backbone(tmp_path / "bert", "bert"))
+    lm = LMOptions(backbone=backbone, max_steps=2, max_length=64, device="cpu", train_layers=1)
+    trained = train_router(text_rows, TrainOptions(kind="lm", lm=lm))
+    assert trained.router.config()["trainable_parameters"] < trained.router.config()["parameters"]
+    with pytest.raises(RouterError, match="--train-layers"):
+        LMOptions(train_layers=-1)

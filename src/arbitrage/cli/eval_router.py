@@ -36,6 +36,8 @@ def eval_router(
     max_length: t.MaxLength = 512,
     max_steps: t.MaxSteps = None,
     device: t.Device = "auto",
+    train_layers: t.TrainLayers = None,
+    head_lr: t.HeadLearningRate = 5e-3,
     out: Annotated[
         Path | None, typer.Option(help="Write eval_router.md and eval_router.json to this folder.")
     ] = None,
@@ -74,6 +76,8 @@ def eval_router(
             max_length,
             max_steps,
             device,
+            train_layers,
+            head_lr,
         )
         if ablation
         else None

@@ -45,6 +45,16 @@ LearningRate = Annotated[float, typer.Option("--lr", help="lm: peak learning rat
 MaxLength = Annotated[int, typer.Option(help="lm: tokens per input (question + history + draft step).")]
 MaxSteps = Annotated[int | None, typer.Option(help="lm: stop after this many optimizer steps.")]
 Device = Annotated[str, typer.Option(help="lm: auto (CUDA when available), cpu, cuda or cuda:N.")]
+TrainLayers = Annotated[
+    int | None,
+    typer.Option(
+        help="lm: train only the head and the last N blocks; 0: the head only, on cached frozen features "
+        "(fast on CPU). Default: the whole model."
+    ),
+]
+HeadLearningRate = Annotated[
+    float, typer.Option("--head-lr", help="lm --train-layers 0: learning rate of the head.")
+]
 
 
 def make_options(
@@ -63,6 +73,8 @@ def make_options(
     max_length: int,
     max_steps: int | None,
     device: str,
+    train_layers: int | None = None,
+    head_lr: float = 5e-3,
 ) -> TrainOptions:
     """TrainOptions from CLI values (validated there)."""
     from arbitrage.router.base import RouterError
@@ -81,6 +93,8 @@ def make_options(
         max_length=max_length,
         max_steps=max_steps,
         device=device,
+        train_layers=train_layers,
+        head_learning_rate=head_lr,
     )
     return TrainOptions(
         kind=kind,
@@ -113,6 +127,8 @@ def train_router(
     max_length: MaxLength = 512,
     max_steps: MaxSteps = None,
     device: Device = "auto",
+    train_layers: TrainLayers = None,
+    head_lr: HeadLearningRate = 5e-3,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing router folder.")] = False,
     as_json: Annotated[bool, typer.Option("--json", help="Print the saved config as JSON.")] = False,
 ) -> None:
@@ -139,6 +155,8 @@ def train_router(
         max_length,
         max_steps,
         device,
+        train_layers,
+        head_lr,
     )
     if out.exists():  # fail before training, not after
         if not force:

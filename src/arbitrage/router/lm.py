@@ -23,6 +23,18 @@ double as router backbones. A decoder-only backbone (Qwen, Llama, SmolLM...) cla
 token, an encoder (BERT...) from its pooled first token; both go through
 ``AutoModelForSequenceClassification``. Training and scoring run on CUDA when available
 (``device="auto"``), else on CPU (slowly).
+
+What is trained (``LMOptions.train_layers``):
+
+- ``None`` (default): the whole model, as in the paper.
+- ``N > 0``: the classification head, the backbone's last ``N`` transformer blocks and its final norm;
+  everything below is frozen (a forward pass still runs through it every step).
+- ``0``: the head only, on the backbone's frozen features: one forward pass over the training rows
+  collects the head's input at the position the model classifies from, and the head (a linear layer)
+  is then trained on those cached vectors (``100 × epochs`` full-batch AdamW passes at
+  ``head_learning_rate``) -- minutes on a CPU where full
+  fine-tuning takes hours. The cached path is checked against the full model's logits on the first
+  batch; heads that are not a single linear layer fall back to training with the backbone frozen.
 """
 
 from __future__ import annotations
@@ -63,16 +75,20 @@ class LMOptions:
     max_length: int = 512  # tokens per input (question + history + draft step)
     max_steps: int | None = None  # cap on optimizer steps (quick runs, tests)
     device: str = "auto"  # "auto" (cuda if available, else cpu), "cpu", "cuda", "cuda:1", ...
+    train_layers: int | None = None  # None: full fine-tuning; N: head + last N blocks; 0: head only
+    head_learning_rate: float = 5e-3  # train_layers=0: AdamW rate of the head on cached features
 
     def __post_init__(self) -> None:
-        if self.epochs <= 0 or self.batch_size <= 0 or self.learning_rate <= 0:
-            raise RouterError("--epochs, --batch-size and --lr must be positive")
+        if min(self.epochs, self.batch_size, self.learning_rate, self.head_learning_rate) <= 0:
+            raise RouterError("--epochs, --batch-size, --lr and --head-lr must be positive")
         if self.max_length < 16:
             raise RouterError(f"--max-length must be at least 16 tokens, got {self.max_length}")
         if self.max_steps is not None and self.max_steps <= 0:
             raise RouterError(f"--max-steps must be positive, got {self.max_steps}")
         if not 0 <= self.warmup < 1:
             raise RouterError(f"warmup must be within [0, 1), got {self.warmup}")
+        if self.train_layers is not None and self.train_layers < 0:
+            raise RouterError(f"--train-layers must be 0 or more, got {self.train_layers}")
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -162,6 +178,38 @@ def _load(path: Path, num_labels: int | None, device: str) -> tuple[Any, Any]:
     if path.is_file():
         model = model.float()  # GGUF files may carry float16 tensors: train and save in float32
     return tokenizer, model.to(device)
+
+
+def _head_module(model: Any) -> Any:
+    """The classification head: the model's parameters outside its backbone."""
+    prefix = getattr(model, "base_model_prefix", "")
+    heads = [m for name, m in model.named_children() if name != prefix and any(True for _ in m.parameters())]
+    if len(heads) != 1:
+        raise RouterError(f"Cannot tell the classification head of {type(model).__name__} from its backbone")
+    return heads[0]
+
+
+def _blocks(model: Any) -> Any:
+    """The backbone's stack of transformer blocks (its longest ModuleList)."""
+    import torch
+
+    lists = [m for m in model.base_model.modules() if isinstance(m, torch.nn.ModuleList)]
+    if not lists:
+        raise RouterError(f"{type(model).__name__} has no stack of blocks to train the top of")
+    return max(lists, key=len)
+
+
+def freeze_below(model: Any, train_layers: int) -> int:
+    """Freeze all but the head, the last ``train_layers`` blocks and the backbone's non-block,
+    non-embedding parameters (its final norm); return the number of trainable parameters."""
+    blocks = _blocks(model)
+    in_blocks = {id(p) for p in blocks.parameters()}
+    top = {id(p) for block in list(blocks)[len(blocks) - train_layers :] for p in block.parameters()}
+    head = {id(p) for p in _head_module(model).parameters()}
+    for name, param in model.named_parameters():
+        outside = id(param) not in in_blocks and "embed" not in name
+        param.requires_grad_(id(param) in head or id(param) in top or (train_layers > 0 and outside))
+    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 class LMRouter:
@@ -299,12 +347,20 @@ class LMRouter:
         )
         texts = [router.format(e) for e in examples]
         y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        if options.train_layers == 0 and router._fit_head_on_cached_features(
+            texts, y, options, seed, progress
+        ):
+            return router
+        if options.train_layers is not None:
+            router.info["trainable_parameters"] = freeze_below(model, options.train_layers)
         per_epoch = math.ceil(len(texts) / options.batch_size)
         total = max(1, math.ceil(per_epoch * options.epochs))
         if options.max_steps is not None:
             total = min(total, options.max_steps)
         optimizer = torch.optim.AdamW(
-            model.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
+            [p for p in model.parameters() if p.requires_grad],
+            lr=options.learning_rate,
+            weight_decay=options.weight_decay,
         )
         warmup = int(options.warmup * total)
         schedule = torch.optim.lr_scheduler.LambdaLR(
@@ -348,6 +404,75 @@ class LMRouter:
         router.info["train_loss_first"] = losses[0]
         router.info["train_loss_last"] = float(np.mean(losses[-max(1, min(10, len(losses) // 4)) :]))
         return router
+
+    def _features(self, texts: list[str], batch_size: int, progress: bool) -> tuple[Any, Any]:
+        """The head's input at the classified position for each text, and the first batch's logits."""
+        import torch
+        from tqdm import tqdm
+
+        head = _head_module(self.model)
+        captured: list[Any] = []
+        hook = head.register_forward_hook(lambda _m, args, _out: captured.append(args[0].detach()))
+        rows, first_logits = [], None
+        self.model.eval()
+        try:
+            with torch.inference_mode():
+                batches = range(0, len(texts), batch_size)
+                for i in tqdm(batches, desc="backbone features", unit="batch", disable=not progress):
+                    enc = self._encode(texts[i : i + batch_size])
+                    captured.clear()
+                    logits = self.model(**enc).logits.float()
+                    first_logits = logits if first_logits is None else first_logits
+                    hidden = captured[-1].float()
+                    if hidden.dim() == 3:  # decoder heads see every position: take the last attended one
+                        mask = enc["attention_mask"]
+                        last = (mask * torch.arange(mask.shape[1], device=mask.device)).argmax(-1)
+                        hidden = hidden[torch.arange(hidden.shape[0]), last]
+                    rows.append(hidden)
+        finally:
+            hook.remove()
+        return torch.cat(rows), first_logits
+
+    def _fit_head_on_cached_features(
+        self, texts: list[str], y: Any, options: LMOptions, seed: int, progress: bool
+    ) -> bool:
+        """Train only a linear head on frozen backbone features (see the module docstring); False when
+        the head is not one linear layer or the cached path does not reproduce the model's logits."""
+        import torch
+
+        head = _head_module(self.model)
+        if not isinstance(head, torch.nn.Linear):
+            logger.info("the %s head is not one linear layer: training it on a frozen backbone", type(head))
+            return False
+        batch = max(options.batch_size, 16)
+        features, first_logits = self._features(texts, batch, progress)
+        with torch.inference_mode():
+            check = head(features[: first_logits.shape[0]]).float()
+        if not torch.allclose(check, first_logits, atol=1e-3, rtol=1e-3):
+            logger.info("cached features do not reproduce the model's logits: training on a frozen backbone")
+            return False
+        # full-batch AdamW on the cached vectors: each pass costs microseconds
+        torch.manual_seed(seed)
+        features, target = features.to(self.device), y.to(self.device)
+        passes = max(50, int(options.epochs * 100))
+        optimizer = torch.optim.AdamW(
+            head.parameters(), lr=options.learning_rate, weight_decay=options.weight_decay
+        )
+        head.train()
+        losses = []
+        for _ in range(passes):
+            loss = torch.nn.functional.cross_entropy(head(features).float(), target)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            losses.append(loss.item())
+        head.eval()
+        self.info["train_steps"] = passes
+        self.info["train_loss_first"] = losses[0]
+        self.info["train_loss_last"] = losses[-1]
+        self.info["trainable_parameters"] = sum(p.numel() for p in head.parameters())
+        self.info["cached_features"] = True
+        return True
 
     # -- persistence --------------------------------------------------------------------------------
     def config(self) -> dict[str, Any]:
