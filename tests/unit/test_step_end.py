@@ -1,6 +1,6 @@
 import pytest
 
-from arbitrage.backends.llamacpp import find_step_end, log_softmax
+from arbitrage.backends.stepping import find_step_end, log_softmax
 
 
 @pytest.mark.parametrize(
@@ -26,3 +26,40 @@ def test_log_softmax_normalises() -> None:
     out = log_softmax(np.array([1.0, 2.0, 3.0], dtype=np.float32))
     assert np.exp(out).sum() == pytest.approx(1.0)
     assert int(np.argmax(out)) == 2
+
+
+def _fake_model(pieces: list[str], end_at: int | None = None):  # type: ignore[no-untyped-def]
+    """A token stream over ``pieces`` (token i decodes to pieces[i]); token ``end_at`` is the end token."""
+    fed: list[int] = []
+    position = [0]
+
+    def next_token() -> tuple[int, float, float]:
+        token = position[0]
+        position[0] += 1
+        return token, -0.1 * (token + 1), 0.5
+
+    return next_token, (lambda t: t == end_at), (lambda ids: "".join(pieces[i] for i in ids)), fed
+
+
+def test_decode_step_stops_at_a_separator_split_across_tokens() -> None:
+    from arbitrage.backends.base import FinishReason
+    from arbitrage.backends.stepping import decode_step
+
+    next_token, is_end, detok, fed = _fake_model(["We add", " 2.\n", "\nNext", " step"])
+    step = decode_step(10, "\n\n", next_token, is_end, detok, fed.append)
+    assert step.text == "We add 2." and step.finish == FinishReason.STEP and step.tokens == 3
+    assert step.logprobs == (-0.1, -0.2, -0.30000000000000004) and step.entropies == (0.5, 0.5, 0.5)
+    assert fed == [0, 1]  # the token that carried the separator is not fed back
+
+
+def test_decode_step_end_token_and_budget() -> None:
+    from arbitrage.backends.base import FinishReason
+    from arbitrage.backends.stepping import decode_step
+
+    next_token, is_end, detok, fed = _fake_model(["So", " 4", "<eos>"], end_at=2)
+    step = decode_step(10, "\n\n", next_token, is_end, detok, fed.append)
+    assert step.text == "So 4" and step.finish == FinishReason.EOS and step.tokens == 3
+    next_token, is_end, detok, fed = _fake_model(["a", "b", "c", "d"])
+    step = decode_step(3, "\n\n", next_token, is_end, detok, fed.append)
+    assert step.text == "abc" and step.finish == FinishReason.LENGTH and step.tokens == 3
+    assert fed == [0, 1]  # the last token within the budget is not evaluated: no step follows it

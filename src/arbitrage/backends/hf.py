@@ -32,9 +32,9 @@ from typing import Any
 
 import numpy as np
 
-from arbitrage.backends.base import FinishReason, StepContext, StepOutput, StepParams
+from arbitrage.backends.base import StepContext, StepOutput, StepParams
 from arbitrage.backends.spec_options import SpecOptions
-from arbitrage.backends.stepping import choose_token, find_step_end
+from arbitrage.backends.stepping import choose_token, decode_step
 from arbitrage.backends.templates import PromptTemplate
 from arbitrage.errors import BackendError, ConfigError, ModelFileError, ModelNotFoundError
 from arbitrage.prompts import PromptStyle, solution_text
@@ -253,44 +253,36 @@ class HFGenerator:
         self._sync()
         t1 = time.perf_counter()
         # 2. decode until EOS, separator or the cap
-        budget = min(params.max_step_tokens, self.n_ctx - len(tokens) - 1)
-        generated: list[int] = []
-        logprobs_out: list[float] = []
-        entropies: list[float] = []
-        text = ""
-        finish = FinishReason.LENGTH
-        while len(generated) < budget:
-            logprobs = torch.log_softmax(logits.float(), dim=-1)
-            entropies.append(float(-(logprobs.exp() * logprobs).sum()))
+        current = [logits]  # the next-token logits, replaced by each fed token's
+
+        def next_token() -> tuple[int, float, float]:
+            logprobs = torch.log_softmax(current[0].float(), dim=-1)
             if params.temperature == 0:
                 token = int(torch.argmax(logprobs))
             else:
                 token = choose_token(logprobs.cpu().numpy().astype(np.float64), params, rng)
-            generated.append(token)
-            logprobs_out.append(float(logprobs[token]))
-            if token in self._eos_ids:
-                finish = FinishReason.EOS
-                text = self._decode(generated[:-1], tokens)
-                break
-            text = self._decode(generated, tokens)
-            cut = find_step_end(text, params.separator)
-            if cut is not None:
-                text = text[:cut]
-                finish = FinishReason.STEP
-                break
-            if len(generated) < budget:
-                logits = self._forward([token])
-        else:
-            text = self._decode(generated, tokens)
+            return token, float(logprobs[token]), float(-(logprobs.exp() * logprobs).sum())
+
+        def feed(token: int) -> None:
+            current[0] = self._forward([token])
+
+        step = decode_step(
+            budget=min(params.max_step_tokens, self.n_ctx - len(tokens) - 1),
+            separator=params.separator,
+            next_token=next_token,
+            is_end=lambda token: token in self._eos_ids,
+            detokenize=lambda generated: self._decode(generated, tokens),
+            feed=feed,
+        )
         self._sync()
         t2 = time.perf_counter()
         return StepOutput(
-            text=text.strip(),
-            finish_reason=finish,
+            text=step.text,
+            finish_reason=step.finish,
             model=self.name,
-            tokens=len(generated),
-            token_logprobs=tuple(logprobs_out),
-            token_entropies=tuple(entropies),
+            tokens=step.tokens,
+            token_logprobs=step.logprobs,
+            token_entropies=step.entropies,
             prompt_tokens=len(tokens),
             prefill_tokens=len(tokens) - reused,
             prefill_seconds=t1 - t0,

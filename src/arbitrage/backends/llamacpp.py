@@ -27,9 +27,9 @@ from typing import Any
 
 import numpy as np
 
-from arbitrage.backends.base import FinishReason, StepContext, StepOutput, StepParams
+from arbitrage.backends.base import StepContext, StepOutput, StepParams
 from arbitrage.backends.llamacpp_probe import extra_bufts_allowed
-from arbitrage.backends.stepping import choose_token, find_step_end, log_softmax
+from arbitrage.backends.stepping import choose_token, decode_step, entropy, log_softmax
 from arbitrage.errors import BackendError, ConfigError, ModelFileError
 from arbitrage.models.store import check_gguf_file
 from arbitrage.prompts import FALLBACK_FORMATS, PromptStyle, solution_text
@@ -262,41 +262,29 @@ class LlamaCppGenerator:
         t0 = time.perf_counter()
         prefill = self._prefill(tokens)
         t1 = time.perf_counter()
+
         # 2. decode until EOS, separator or the cap
-        budget = min(params.max_step_tokens, self.n_ctx - len(tokens) - 1)
-        generated: list[int] = []
-        logprobs_out: list[float] = []
-        entropies: list[float] = []
-        text = ""
-        finish = FinishReason.LENGTH
-        sep = params.separator
-        while len(generated) < budget:
+        def next_token() -> tuple[int, float, float]:
             logprobs = log_softmax(self._last_logits())
             token = self._choose(logprobs, params, rng)
-            generated.append(token)
-            logprobs_out.append(float(logprobs[token]))
-            entropies.append(float(-(np.exp(logprobs) * logprobs).sum()))
-            if self._lib.llama_vocab_is_eog(self._vocab, token):
-                finish = FinishReason.EOS
-                text = self._decode(generated[:-1], tokens)
-                break
-            text = self._decode(generated, tokens)
-            cut = find_step_end(text, sep)
-            if cut is not None:
-                text = text[:cut]
-                finish = FinishReason.STEP
-                break
-            self.llm.eval([token])
-        else:
-            text = self._decode(generated, tokens)
+            return token, float(logprobs[token]), entropy(logprobs)
+
+        step = decode_step(
+            budget=min(params.max_step_tokens, self.n_ctx - len(tokens) - 1),
+            separator=params.separator,
+            next_token=next_token,
+            is_end=lambda token: bool(self._lib.llama_vocab_is_eog(self._vocab, token)),
+            detokenize=lambda generated: self._decode(generated, tokens),
+            feed=lambda token: self.llm.eval([token]),
+        )
         t2 = time.perf_counter()
         return StepOutput(
-            text=text.strip(),
-            finish_reason=finish,
+            text=step.text,
+            finish_reason=step.finish,
             model=self.name,
-            tokens=len(generated),
-            token_logprobs=tuple(logprobs_out),
-            token_entropies=tuple(entropies),
+            tokens=step.tokens,
+            token_logprobs=step.logprobs,
+            token_entropies=step.entropies,
             prompt_tokens=len(tokens),
             prefill_tokens=prefill,
             prefill_seconds=t1 - t0,

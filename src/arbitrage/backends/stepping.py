@@ -1,14 +1,19 @@
-"""Step-boundary and token-choice helpers shared by the backends that decode token by token.
+"""Step-boundary, token-choice and decode-loop helpers shared by the backends that decode token by token.
 
 ``find_step_end`` is the one rule for where a step ends in decoded text; the llama.cpp, transformers and
 OpenAI-compatible backends all apply it, so a step means the same thing whichever backend wrote it.
+``decode_step`` is the loop the in-process backends (llama.cpp, transformers) share: pick a token, stop
+on an end-of-generation token, on the separator or at the token budget, else feed the token back.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass
+
 import numpy as np
 
-from arbitrage.backends.base import StepParams
+from arbitrage.backends.base import FinishReason, StepParams
 
 
 def find_step_end(text: str, separator: str) -> int | None:
@@ -51,3 +56,57 @@ def choose_token(logprobs: np.ndarray, params: StepParams, rng: np.random.Genera
         mask[keep] = probs[keep]
         probs = mask / mask.sum()
     return int(rng.choice(probs.size, p=probs))
+
+
+@dataclass(frozen=True, slots=True)
+class DecodedStep:
+    """What :func:`decode_step` produced: the step text (separator cut, stripped) and per-token data."""
+
+    text: str
+    finish: FinishReason
+    tokens: int  # generated tokens, including an end or separator token
+    logprobs: tuple[float, ...]  # [tokens] log-probability of each chosen token
+    entropies: tuple[float, ...]  # [tokens] entropy (nats) of each next-token distribution
+
+
+def decode_step(
+    budget: int,
+    separator: str,
+    next_token: Callable[[], tuple[int, float, float]],
+    is_end: Callable[[int], bool],
+    detokenize: Callable[[list[int]], str],
+    feed: Callable[[int], None],
+) -> DecodedStep:
+    """Decode one step, token by token, until an end token, the separator or ``budget`` tokens.
+
+    ``next_token()`` picks from the model's current next-token distribution and returns ``(token,
+    logprob, entropy)``; ``is_end(token)`` tells an end-of-generation token; ``detokenize(ids)`` turns
+    the generated ids into text; ``feed(token)`` evaluates a kept token so that the next distribution is
+    ready. The text of an ended answer excludes the end token; a separator, wherever token boundaries
+    put it, cuts the text at its start (:func:`find_step_end`).
+    """
+    generated: list[int] = []
+    logprobs: list[float] = []
+    entropies: list[float] = []
+    text = ""
+    finish = FinishReason.LENGTH
+    while len(generated) < budget:
+        token, logprob, token_entropy = next_token()
+        generated.append(token)
+        logprobs.append(logprob)
+        entropies.append(token_entropy)
+        if is_end(token):
+            finish = FinishReason.EOS
+            text = detokenize(generated[:-1])
+            break
+        text = detokenize(generated)
+        cut = find_step_end(text, separator)
+        if cut is not None:
+            text = text[:cut]
+            finish = FinishReason.STEP
+            break
+        if len(generated) < budget:
+            feed(token)
+    else:
+        text = detokenize(generated)
+    return DecodedStep(text.strip(), finish, len(generated), tuple(logprobs), tuple(entropies))
