@@ -35,7 +35,7 @@ def test_train_then_eval(pairs: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["train-router", str(pairs), "--out", str(out), "--classes", "4"])
     assert result.exit_code == 0, result.output
     assert "trained features 4-class annotated downsampled" in result.output
-    assert "| Spearman ρ |" in result.output and "ms per step" in result.output
+    assert "| Spearman ρ [95% CI] |" in result.output and "ms per step" in result.output
     config = json.loads((out / "router.json").read_text())
     assert config["kind"] == "features" and config["labels"]["num_classes"] == 4
     assert config["data"]["rows"] == 600 and config["data"]["source"] == str(pairs)

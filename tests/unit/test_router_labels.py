@@ -109,6 +109,24 @@ def test_metrics_that_a_sample_cannot_define_are_none() -> None:
         router_metrics(np.zeros(0), np.zeros(0))
 
 
+def test_question_bootstrap_intervals() -> None:
+    rng = np.random.default_rng(1)
+    questions = [f"q{i // 5}" for i in range(200)]  # 40 questions of 5 rows
+    deltas = rng.normal(0, 0.2, 200)
+    informative = router_metrics(1 / (1 + np.exp(-(deltas * 5 + rng.normal(0, 1, 200)))), deltas, questions)
+    assert informative.spearman_ci is not None and informative.balanced_accuracy_ci is not None
+    lo, hi = informative.spearman_ci
+    assert lo < informative.spearman < hi and lo > 0.2  # a clear signal: the interval excludes 0
+    noise = router_metrics(rng.uniform(size=200), deltas, questions)
+    assert noise.spearman_ci is not None and noise.spearman_ci[0] < 0 < noise.spearman_ci[1]
+    # too few questions: no interval; no ids: no interval
+    few, deltas8 = np.linspace(0, 1, 8), np.linspace(-1, 1, 8)
+    assert router_metrics(few, deltas8, ["a"] * 8).spearman_ci is None
+    assert router_metrics(few, deltas8).spearman_ci is None
+    with pytest.raises(RouterError, match="question ids"):
+        router_metrics(few, deltas8, ["a"])
+
+
 def test_tau_table_rates_are_measured_and_target_rate_picks_the_closest() -> None:
     scores = np.linspace(0.0, 0.99, 100)
     table = tau_table(scores)

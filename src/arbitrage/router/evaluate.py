@@ -123,9 +123,13 @@ def _fmt(x: float | None, digits: int = 3) -> str:
     return "–" if x is None else f"{x:.{digits}f}"
 
 
+def _with_ci(x: float | None, ci: tuple[float, float] | None) -> str:
+    return _fmt(x) if ci is None or x is None else f"{x:.3f} [{ci[0]:.2f}, {ci[1]:.2f}]"
+
+
 HEADER = (
-    "| {first} | Spearman ρ | balanced acc. | acc. label 0 | acc. label 1 | ROC-AUC | escalation @0.5 "
-    "| rows |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
+    "| {first} | Spearman ρ [95% CI] | balanced acc. [95% CI] | acc. label 0 | acc. label 1 | ROC-AUC "
+    "| escalation @0.5 | rows |\n| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |"
 )
 
 
@@ -135,7 +139,8 @@ def markdown_table(rows: Sequence[EvalRow], first: str = "router") -> str:
     for row in rows:
         m = row.metrics
         lines.append(
-            f"| {row.name} | {_fmt(m.spearman)} | {_fmt(m.balanced_accuracy)} | {_fmt(m.accuracy_label0)} | "
+            f"| {row.name} | {_with_ci(m.spearman, m.spearman_ci)} | "
+            f"{_with_ci(m.balanced_accuracy, m.balanced_accuracy_ci)} | {_fmt(m.accuracy_label0)} | "
             f"{_fmt(m.accuracy_label1)} | {_fmt(m.roc_auc)} | {_fmt(m.escalation_rate)} | {m.rows} |"
         )
     return "\n".join(lines)
@@ -152,4 +157,8 @@ def ablation_markdown(result: AblationResult) -> str:
     ]
     for title, rows in result.tables.items():
         parts.append(f"### {title}\n\n{markdown_table(rows, 'variant')}")
+    parts.append(
+        "Intervals: 95% bootstrap over held-out questions (1,000 resamples; a question's rows move "
+        "together). Accuracies at ŷ > 0.5."
+    )
     return "\n\n".join(parts) + "\n"

@@ -9,6 +9,10 @@ On held-out rows with advantage Δ and oracle label y = 1[Δ > 0]:
   **balanced accuracy** = their mean (0.5 for any constant guess), plain accuracy, escalation rate.
 - **ROC-AUC** of ŷ against y: the chance a random y = 1 row scores above a random y = 0 row.
 
+With question ids, ρ and balanced accuracy get 95% intervals from a bootstrap over *questions* (rows of
+one question are resampled together, since steps of one solution are not independent): held-out sets
+here are tens of questions, and a point estimate alone would overstate what they show.
+
 Metrics that a sample cannot define (ROC-AUC or an accuracy with only one label present, ρ of a
 constant) are ``None``, never a misleading number.
 """
@@ -43,6 +47,8 @@ class RouterMetrics:
     escalation_rate: float  # share of rows with ŷ > τ
     tau: float  # the threshold the accuracies use
     mean_score: float  # mean ŷ
+    spearman_ci: tuple[float, float] | None = None  # 95% question-bootstrap interval of ρ
+    balanced_accuracy_ci: tuple[float, float] | None = None  # same for balanced accuracy
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -50,6 +56,55 @@ class RouterMetrics:
 
 def _finite(x: float) -> float | None:
     return None if x is None or not math.isfinite(x) else float(x)
+
+
+def _spearman(s: np.ndarray, d: np.ndarray) -> float | None:
+    from scipy.stats import spearmanr
+
+    if np.ptp(s) == 0 or np.ptp(d) == 0:
+        return None
+    return _finite(float(spearmanr(s, d).statistic))
+
+
+def _balanced(s: np.ndarray, d: np.ndarray, tau: float) -> float | None:
+    y, pred = d > 0, s > tau
+    if y.all() or not y.any():
+        return None
+    return float(((pred[y]).mean() + (~pred[~y]).mean()) / 2)
+
+
+def bootstrap_intervals(
+    scores: np.ndarray,
+    deltas: np.ndarray,
+    question_ids: list[str],
+    tau: float = DEFAULT_METRIC_TAU,
+    resamples: int = 1000,
+    seed: int = 0,
+) -> tuple[tuple[float, float] | None, tuple[float, float] | None]:
+    """95% percentile intervals of (ρ, balanced accuracy), resampling questions with replacement."""
+    groups: dict[str, list[int]] = {}
+    for i, q in enumerate(question_ids):
+        groups.setdefault(q, []).append(i)
+    if len(groups) < 5:
+        return None, None
+    members = [np.asarray(v) for v in groups.values()]
+    rng = np.random.default_rng(seed)
+    rhos, balanced = [], []
+    for _ in range(resamples):
+        idx = np.concatenate([members[j] for j in rng.integers(0, len(members), len(members))])
+        s, d = scores[idx], deltas[idx]
+        if (r := _spearman(s, d)) is not None:
+            rhos.append(r)
+        if (b := _balanced(s, d, tau)) is not None:
+            balanced.append(b)
+
+    def interval(values: list[float]) -> tuple[float, float] | None:
+        if len(values) < resamples // 2:
+            return None
+        lo, hi = np.percentile(values, [2.5, 97.5])
+        return (float(lo), float(hi))
+
+    return interval(rhos), interval(balanced)
 
 
 def router_metrics(
@@ -78,6 +133,11 @@ def router_metrics(
     both = 0 < y.sum() < y.size
     acc0 = float((pred[y == 0] == 0).mean()) if (y == 0).any() else None
     acc1 = float((pred[y == 1] == 1).mean()) if (y == 1).any() else None
+    rho_ci, balanced_ci = None, None
+    if question_ids is not None:
+        if len(question_ids) != s.size:
+            raise RouterError(f"{len(question_ids)} question ids for {s.size} scores")
+        rho_ci, balanced_ci = bootstrap_intervals(s, d, list(question_ids), tau)
     return RouterMetrics(
         rows=int(s.size),
         questions=len(set(question_ids)) if question_ids is not None else 0,
@@ -92,6 +152,8 @@ def router_metrics(
         escalation_rate=float(pred.mean()),
         tau=tau,
         mean_score=float(s.mean()),
+        spearman_ci=rho_ci,
+        balanced_accuracy_ci=balanced_ci,
     )
 
 
