@@ -21,7 +21,7 @@ train features --kind features
 train features-gbt --kind features --estimator gbt
 # the paper's router on a CPU: SmolLM2-135M with its backbone frozen and the head trained on cached
 # features (full fine-tuning of even 135M parameters takes hours per epoch on 2 cores)
-train lm-smollm2-head --kind lm --backbone smollm2-135m --train-layers 0 --max-length 384 --epochs 3
+train lm-smollm2-head --kind lm --backbone smollm2-135m --train-layers 0 --max-length 256 --epochs 3
 
 "${CLI[@]}" eval-router "$DATA" \
   --router "$ROUTERS/features" --router "$ROUTERS/features-gbt" --router "$ROUTERS/lm-smollm2-head" \
