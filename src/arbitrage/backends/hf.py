@@ -276,13 +276,8 @@ class HFGenerator:
         )
         self._sync()
         t2 = time.perf_counter()
-        return StepOutput(
-            text=step.text,
-            finish_reason=step.finish,
-            model=self.name,
-            tokens=step.tokens,
-            token_logprobs=step.logprobs,
-            token_entropies=step.entropies,
+        return step.output(
+            self.name,
             prompt_tokens=len(tokens),
             prefill_tokens=len(tokens) - reused,
             prefill_seconds=t1 - t0,

@@ -278,13 +278,8 @@ class LlamaCppGenerator:
             feed=lambda token: self.llm.eval([token]),
         )
         t2 = time.perf_counter()
-        return StepOutput(
-            text=step.text,
-            finish_reason=step.finish,
-            model=self.name,
-            tokens=step.tokens,
-            token_logprobs=step.logprobs,
-            token_entropies=step.entropies,
+        return step.output(
+            self.name,
             prompt_tokens=len(tokens),
             prefill_tokens=prefill,
             prefill_seconds=t1 - t0,

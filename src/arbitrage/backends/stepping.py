@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from arbitrage.backends.base import FinishReason, StepParams
+from arbitrage.backends.base import FinishReason, StepOutput, StepParams
 
 
 def find_step_end(text: str, separator: str) -> int | None:
@@ -67,6 +67,31 @@ class DecodedStep:
     tokens: int  # generated tokens, including an end or separator token
     logprobs: tuple[float, ...]  # [tokens] log-probability of each chosen token
     entropies: tuple[float, ...]  # [tokens] entropy (nats) of each next-token distribution
+
+    def output(
+        self,
+        model: str,
+        *,
+        prompt_tokens: int,
+        prefill_tokens: int,
+        prefill_seconds: float,
+        decode_seconds: float,
+        extra: dict[str, object] | None = None,
+    ) -> StepOutput:
+        """The backend's :class:`StepOutput` for this step, with its prompt and timing figures."""
+        return StepOutput(
+            text=self.text,
+            finish_reason=self.finish,
+            model=model,
+            tokens=self.tokens,
+            token_logprobs=self.logprobs,
+            token_entropies=self.entropies,
+            prompt_tokens=prompt_tokens,
+            prefill_tokens=prefill_tokens,
+            prefill_seconds=prefill_seconds,
+            decode_seconds=decode_seconds,
+            extra=extra or {},
+        )
 
 
 def decode_step(
