@@ -58,6 +58,7 @@ HeadLearningRate = Annotated[
 
 
 def make_options(
+    *,
     kind: str,
     classes: int,
     score: str,
@@ -76,7 +77,7 @@ def make_options(
     train_layers: int | None = None,
     head_lr: float = 5e-3,
 ) -> TrainOptions:
-    """TrainOptions from CLI values (validated there)."""
+    """TrainOptions from CLI values (validated there); keyword-only so that no two values can swap."""
     from arbitrage.router.base import RouterError
     from arbitrage.router.lm import LMOptions
     from arbitrage.router.train import TrainOptions
@@ -140,23 +141,23 @@ def train_router(
     from arbitrage.router.train import train_router as run_training
 
     options = make_options(
-        kind,
-        classes,
-        score,
-        annotate,
-        downsample,
-        val_fraction,
-        seed,
-        estimator,
-        backbone,
-        epochs,
-        batch_size,
-        lr,
-        max_length,
-        max_steps,
-        device,
-        train_layers,
-        head_lr,
+        kind=kind,
+        classes=classes,
+        score=score,
+        annotate=annotate,
+        downsample=downsample,
+        val_fraction=val_fraction,
+        seed=seed,
+        estimator=estimator,
+        backbone=backbone,
+        epochs=epochs,
+        batch_size=batch_size,
+        lr=lr,
+        max_length=max_length,
+        max_steps=max_steps,
+        device=device,
+        train_layers=train_layers,
+        head_lr=head_lr,
     )
     if out.exists():  # fail before training, not after
         if not force:
