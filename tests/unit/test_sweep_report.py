@@ -13,7 +13,7 @@ from arbitrage.backends.scripted import ScriptedGenerator
 from arbitrage.engine import EngineConfig
 from arbitrage.errors import ConfigError
 from arbitrage.evaluation.datasets import Problem
-from arbitrage.evaluation.report import Point, build_report, latency_at, speedups
+from arbitrage.evaluation.report import Point, build_report, latency_at, speedups, unmatched
 from arbitrage.evaluation.sweep import SweepPoint, parse_points, run_sweep
 from arbitrage.policies import PolicyOptions
 
@@ -94,6 +94,23 @@ def test_speedups_at_matched_accuracy() -> None:
     assert rows[("router", "rsd")]["speedup"] == pytest.approx(1.5)
     assert rows[("router", "target")]["speedup"] == pytest.approx(2.0)
     assert rows[("rsd", "target")]["speedup"] == pytest.approx(40 / 30)
+    assert rows[("router", "rsd")]["median_speedup"] == pytest.approx(1.5)  # pt() sets median = mean
+
+
+def test_speedups_use_medians_separately_and_name_unmatched_pairs() -> None:
+    def point(family: str, acc: float, mean: float, median: float) -> Point:
+        return Point(family, f"{family}@{mean}", acc, 0.5, mean, median, 0.5, 10, 4)
+
+    points = [point("target", 0.6, 40, 30), point("router", 0.4, 20, 10), point("router", 0.5, 30, 12),
+              point("rsd", 0.5, 33, 24)]  # fmt: skip
+    rows = {(r["policy"], r["versus"]): r for r in speedups(points)}
+    assert rows[("router", "rsd")]["speedup"] == pytest.approx(1.1)
+    assert rows[("router", "rsd")]["median_speedup"] == pytest.approx(2.0)
+    assert ("router", "target") not in rows and ("rsd", "target") not in rows
+    assert unmatched(points) == [
+        "router vs target: no matched accuracy; router's best accuracy 0.500 is below target's 0.600.",
+        "rsd vs target: no matched accuracy; rsd's best accuracy 0.500 is below target's 0.600.",
+    ]
 
 
 def test_build_report_writes_plots_and_markdown(tmp_path: Path) -> None:
@@ -108,6 +125,7 @@ def test_build_report_writes_plots_and_markdown(tmp_path: Path) -> None:
     assert (tmp_path / "accuracy_vs_acceptance.png").stat().st_size > 1000
     assert (tmp_path / "accuracy_vs_latency.png").stat().st_size > 1000
     assert "| rsd | target | 0.600 |" not in report  # rsd never reaches the target's 0.6
+    assert "rsd vs target: no matched accuracy; rsd's best accuracy 0.580 is below target's 0.600." in report
     assert "RSD waste" in report and "| 0.400 |" in report
     with pytest.raises(ConfigError, match="No sweep results"):
         build_report(tmp_path / "missing")

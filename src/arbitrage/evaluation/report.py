@@ -73,9 +73,14 @@ def load_points(sweep_dir: Path) -> list[Point]:
     ]
 
 
-def latency_at(points: list[Point], accuracy: float) -> float | None:
-    """Lowest latency reaching ``accuracy`` on the family's frontier (None if never reached)."""
-    ordered = sorted(points, key=lambda p: p.latency)
+def _latency(p: Point, median: bool) -> float:
+    return p.latency_median if median else p.latency
+
+
+def latency_at(points: list[Point], accuracy: float, median: bool = False) -> float | None:
+    """Lowest latency (mean per problem, or ``median``) reaching ``accuracy`` on the family's frontier,
+    interpolated linearly between frontier points (None if never reached)."""
+    ordered = sorted(points, key=lambda p: _latency(p, median))
     frontier: list[Point] = []
     for p in ordered:  # keep points that improve accuracy as latency grows
         if not frontier or p.accuracy > frontier[-1].accuracy:
@@ -83,44 +88,77 @@ def latency_at(points: list[Point], accuracy: float) -> float | None:
     if not frontier or accuracy > frontier[-1].accuracy:
         return None
     if accuracy <= frontier[0].accuracy:
-        return frontier[0].latency
+        return _latency(frontier[0], median)
     for lo, hi in itertools.pairwise(frontier):
         if lo.accuracy <= accuracy <= hi.accuracy:
             t = (accuracy - lo.accuracy) / (hi.accuracy - lo.accuracy)
-            return lo.latency + t * (hi.latency - lo.latency)
+            return _latency(lo, median) + t * (_latency(hi, median) - _latency(lo, median))
     return None
 
 
-def speedups(points: list[Point]) -> list[dict[str, Any]]:
-    """Pairwise speedups at matched accuracy between the policy families present."""
+def _families(points: list[Point]) -> dict[str, list[Point]]:
     families: dict[str, list[Point]] = defaultdict(list)
     for p in points:
         families[p.family].append(p)
+    return families
+
+
+def _pairs(families: dict[str, list[Point]]) -> list[tuple[str, str]]:
+    """(policy, versus) family pairs to compare: each family against the later ones, then target-only."""
+    present = [f for f in FAMILY_ORDER if f in families]
+    pairs = [(a, b) for i, a in enumerate(present) for b in present[i + 1 :]]
+    if "target" in families:
+        pairs += [(a, "target") for a in present]
+    return pairs
+
+
+def _matched(mine: list[Point], other: list[Point], versus: str) -> float:
+    """The accuracy two families are compared at: the target-only point's own accuracy, or the higher
+    accuracy both reach."""
+    if versus == "target":
+        return other[0].accuracy
+    return min(max(p.accuracy for p in mine), max(p.accuracy for p in other))
+
+
+def speedups(points: list[Point]) -> list[dict[str, Any]]:
+    """Pairwise speedups at matched accuracy between the policy families present.
+
+    ``speedup`` = versus latency / policy latency, both the mean per-problem latency interpolated on
+    each family's accuracy-latency frontier at ``matched_accuracy``; ``median_speedup`` the same with
+    median latencies. Pairs with no common accuracy are listed by :func:`unmatched`.
+    """
+    families = _families(points)
     rows = []
-    target = families.get("target")
-    for name in FAMILY_ORDER:
-        if name not in families:
-            continue
-        mine = families[name]
-        others = [
-            o
-            for o in FAMILY_ORDER
-            if o in families and o != name and FAMILY_ORDER.index(o) > FAMILY_ORDER.index(name)
-        ]
-        for other in others:
-            matched = min(max(p.accuracy for p in mine), max(p.accuracy for p in families[other]))
-            a, b = latency_at(mine, matched), latency_at(families[other], matched)
-            if a and b:
-                rows.append({"policy": name, "versus": other, "matched_accuracy": matched, "latency": a,
-                             "versus_latency": b, "speedup": b / a})  # fmt: skip
-        if target:
-            matched = target[0].accuracy
-            a = latency_at(mine, matched)
-            base = target[0].latency
-            if a:
-                rows.append({"policy": name, "versus": "target", "matched_accuracy": matched, "latency": a,
-                             "versus_latency": base, "speedup": base / a})  # fmt: skip
+    for name, versus in _pairs(families):
+        mine, other = families[name], families[versus]
+        matched = _matched(mine, other, versus)
+        a, b = latency_at(mine, matched), latency_at(other, matched)
+        am, bm = latency_at(mine, matched, median=True), latency_at(other, matched, median=True)
+        if a and b:
+            rows.append({"policy": name, "versus": versus, "matched_accuracy": matched, "latency": a,
+                         "versus_latency": b, "speedup": b / a,
+                         "median_latency": am, "versus_median_latency": bm,
+                         "median_speedup": bm / am if am and bm else None})  # fmt: skip
     return rows
+
+
+def unmatched(points: list[Point]) -> list[str]:
+    """One sentence for each pair of families :func:`speedups` cannot compare, saying why."""
+    families = _families(points)
+    notes = []
+    for name, versus in _pairs(families):
+        mine, other = families[name], families[versus]
+        matched = _matched(mine, other, versus)
+        if latency_at(mine, matched) and latency_at(other, matched):
+            continue
+        best = max(p.accuracy for p in mine)
+        notes.append(
+            f"{name} vs {versus}: no matched accuracy; {name}'s best accuracy {best:.3f} is below "
+            f"{versus}'s {matched:.3f}."
+            if best < matched
+            else f"{name} vs {versus}: no matched accuracy."
+        )
+    return notes
 
 
 def accuracy_at_acceptance(points: list[Point], acceptance: float) -> float | None:
@@ -216,12 +254,23 @@ def build_report(sweep_dir: Path, title: str | None = None) -> Path:
     table = speedups(points)
     lines += ["", "## Speedup at matched accuracy", ""]
     if table:
-        lines += ["| policy | versus | matched accuracy | latency s | versus latency s | speedup |",
-                  "| --- | --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
+        lines += ["| policy | versus | matched accuracy | mean latency s | versus mean s | speedup (mean) "
+                  "| speedup (median) |",
+                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
         lines += [f"| {r['policy']} | {r['versus']} | {r['matched_accuracy']:.3f} | {r['latency']:.1f} | "
-                  f"{r['versus_latency']:.1f} | {r['speedup']:.2f}x |" for r in table]  # fmt: skip
+                  f"{r['versus_latency']:.1f} | {r['speedup']:.2f}x | "
+                  + (f"{r['median_speedup']:.2f}x |" if r["median_speedup"] else "– |")
+                  for r in table]  # fmt: skip
+        lines += [
+            "",
+            "Latencies are interpolated on each family's accuracy-latency frontier at the matched "
+            "accuracy: the higher accuracy both families reach, or target-only's own.",
+        ]
     else:
         lines.append("No pair of policy families reaches a common accuracy.")
+    missing = unmatched(points)
+    if missing:
+        lines += ["", *(f"- {note}" for note in missing)]
     comparisons = {}
     for family, versus in (("router", "rsd"), ("oracle", "rsd"), ("router", "oracle")):
         rows = curve_comparison(points, family, versus)
