@@ -141,6 +141,9 @@ def test_accuracy_at_acceptance_and_curve_comparison() -> None:
     rows = curve_comparison(router + rsd, "router", "rsd")
     assert [r["acceptance"] for r in rows] == [0.6]  # only rsd's 0.6 lies within [0.4, 0.8]
     assert rows[0]["difference"] == pytest.approx(0.05)
+    reverse = curve_comparison(router + rsd, "rsd", "router")  # rsd interpolated at the router's points
+    assert [r["acceptance"] for r in reverse] == [0.4, 0.8]
+    assert [r["difference"] for r in reverse] == pytest.approx([0.5 + 0.05 / 3 - 0.7, 0.45 - 0.5])
 
 
 def test_report_names_replayed_calls_and_compares_curves(tmp_path: Path) -> None:

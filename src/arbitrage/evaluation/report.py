@@ -272,7 +272,7 @@ def build_report(sweep_dir: Path, title: str | None = None) -> Path:
     if missing:
         lines += ["", *(f"- {note}" for note in missing)]
     comparisons = {}
-    for family, versus in (("router", "rsd"), ("oracle", "rsd"), ("router", "oracle")):
+    for family, versus in (("router", "rsd"), ("rsd", "router"), ("oracle", "rsd"), ("router", "oracle")):
         rows = curve_comparison(points, family, versus)
         if not rows:
             continue
