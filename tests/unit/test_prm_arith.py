@@ -47,3 +47,16 @@ def test_bad_requests() -> None:
         ArithmeticVerifier().score(" ", ["1 + 1 = 2"])
     with pytest.raises(ScorerError, match="not one string"):
         ArithmeticVerifier().score("q", "1 + 1 = 2")
+
+
+HOSTILE = json.loads((Path(__file__).parents[1] / "data" / "arith_hostile.json").read_text())
+
+
+@pytest.mark.parametrize("case", HOSTILE, ids=[c["text"][:40] or "<empty>" for c in HOSTILE])
+def test_hostile_steps_never_crash(case: dict[str, str]) -> None:
+    """Whatever a model writes, the verifier answers pass, fail or "cannot check" (none): no exception."""
+    reward, checks = ArithmeticVerifier().check(case["text"])
+    verdict = "none" if not checks else "pass" if reward == 1.0 else "fail"
+    assert verdict == case["verdict"], [(c.text, c.holds) for c in checks]
+    scores = ArithmeticVerifier().score("q", [case["text"] or " "])
+    assert 0.0 <= scores.last <= 1.0

@@ -2,7 +2,7 @@
 
 Small models' most common slip in grade-school math is a wrong result of a calculation they wrote out
 ("48 / 2 = 26"). This scorer finds the arithmetic a step states and checks it with exact rational
-arithmetic (sympy), in microseconds and with no model. It is blind to everything else: a step that uses
+arithmetic (fractions over Python's syntax tree), in microseconds and with no model. It is blind to everything else: a step that uses
 the wrong quantity but computes it correctly passes, and so does wrong reasoning in words.
 
 What counts as a stated equation (after normalising LaTeX ``\\times``/``\\cdot``/``\\div``/
@@ -24,10 +24,12 @@ a step with no checkable equation: the verifier does not know, and says so in ``
 
 from __future__ import annotations
 
+import ast
 import re
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from fractions import Fraction
 
 from arbitrage.errors import ConfigError
@@ -57,7 +59,7 @@ _IMPLICIT = re.compile(r"(?<=[\d)])\s*(?=\()")
 
 # 2. runs of arithmetic: sides separated by "=" or "≈"
 _SIDE = r"[\d.\s+\-*/^()%]*\d[\d.\s+\-*/^()%]*"
-_RUN = re.compile(rf"{_SIDE}(?:(?:=|≈){_SIDE})+")
+_RUN = re.compile(rf"(?<![A-Za-z])(?:{_SIDE})(?:(?:=|≈){_SIDE})+")  # not inside a word ("1e5")
 _BARE = re.compile(r"^\(*\s*-?\d+(?:\.\d+)?\s*\)*%?$")
 _OPERATOR = re.compile(r"(?<=[\d)%])\s*[-+*/^]\s*(?=[\d(.-])")
 
@@ -84,23 +86,78 @@ def normalise(text: str) -> str:
     return _IMPLICIT.sub(" * ", text)
 
 
-def _value(side: str) -> list[Fraction] | None:
-    """Exact value(s) of one side: two for a bare percentage (N or N/100), None if unparseable."""
-    import sympy
+_MAX_EXPONENT = 64  # larger integer powers are not checked (they only arise from garbled text)
+_MAX_MAGNITUDE = Fraction(10) ** 60  # values beyond this are not checked either
+_LEADING_ZEROS = re.compile(r"(?<![\d.])0+(?=\d)")
 
+
+class _Unsupported(Exception):
+    """The expression is outside what the verifier evaluates exactly: the side cannot be checked."""
+
+
+def _exact(node: ast.AST, source: str) -> Fraction:
+    """Exact value of an arithmetic syntax tree of numbers, + - * / ** and unary signs."""
+    if isinstance(node, ast.Expression):
+        return _exact(node.body, source)
+    if isinstance(node, ast.Constant) and type(node.value) in (int, float):
+        literal = ast.get_source_segment(source, node) or repr(node.value)
+        try:
+            return Fraction(Decimal(literal))
+        except (InvalidOperation, ValueError) as exc:
+            raise _Unsupported(literal) from exc
+    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.UAdd | ast.USub):
+        value = _exact(node.operand, source)
+        return -value if isinstance(node.op, ast.USub) else value
+    if isinstance(node, ast.BinOp):
+        left, right = _exact(node.left, source), _exact(node.right, source)
+        if isinstance(node.op, ast.Add):
+            result = left + right
+        elif isinstance(node.op, ast.Sub):
+            result = left - right
+        elif isinstance(node.op, ast.Mult):
+            result = left * right
+        elif isinstance(node.op, ast.Div):
+            if right == 0:
+                raise _Unsupported("division by zero")
+            result = left / right
+        elif isinstance(node.op, ast.Pow):
+            result = _power(left, right)
+        else:
+            raise _Unsupported(type(node.op).__name__)
+        if abs(result) > _MAX_MAGNITUDE:
+            raise _Unsupported("too large")
+        return result
+    raise _Unsupported(type(node).__name__)
+
+
+def _power(base: Fraction, exponent: Fraction) -> Fraction:
+    if exponent.denominator == 1:
+        if abs(exponent) > _MAX_EXPONENT or (base == 0 and exponent < 0):
+            raise _Unsupported("exponent")
+        return base ** int(exponent)
+    if base < 0:  # a fractional power of a negative number is not real
+        raise _Unsupported("complex")
+    # roots and such are compared as floats
+    return Fraction(float(base) ** float(exponent))
+
+
+def _value(side: str) -> list[Fraction] | None:
+    """Exact value(s) of one side: two for a bare percentage (N or N/100), None if it cannot be checked.
+
+    Evaluated over exact fractions from Python's syntax tree of the side (numbers, ``+ - * / ^``,
+    parentheses): anything else, a division by zero, a huge power or value, is "cannot check" (None),
+    never an exception.
+    """
     side = side.strip()
     percent_literal = bool(_BARE.match(side)) and side.endswith("%")
     expr = re.sub(r"(\d+(?:\.\d+)?)\s*%", r"(\1/100)", side).replace("^", "**")
     if expr.count("(") != expr.count(")"):
         expr = expr.strip("()") if expr.strip("()").count("(") == expr.strip("()").count(")") else expr
+    expr = _LEADING_ZEROS.sub("", expr)
     try:
-        value = sympy.sympify(expr, rational=True)
-    except (sympy.SympifyError, SyntaxError, TypeError, ValueError, ZeroDivisionError):
+        exact = _exact(ast.parse(expr.strip(), mode="eval"), expr.strip())
+    except (_Unsupported, SyntaxError, ValueError, OverflowError, ZeroDivisionError, RecursionError):
         return None
-    if not value.is_number or not value.is_finite or not value.is_real:
-        return None
-    # roots and such are compared as floats
-    exact = Fraction(int(value.p), int(value.q)) if value.is_Rational else Fraction(float(value))
     if percent_literal:
         return [exact * 100, exact]
     return [exact]
