@@ -21,7 +21,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from arbitrage.router.base import RouterError
+from arbitrage.errors import RouterError
 from arbitrage.router.store import read_config
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,14 +22,34 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
+from typing import Protocol, runtime_checkable
 
-from arbitrage.engine import Engine
+from arbitrage.backends.base import Generator
 from arbitrage.errors import ArbitrageError, ConfigError
 from arbitrage.trace import SolveTrace
 
 logger = logging.getLogger(__name__)
 
-EngineFactory = Callable[[], Engine]
+
+@runtime_checkable
+class Solver(Protocol):
+    """What :func:`solve_many` needs of an engine (:class:`arbitrage.engine.Engine` is one): a solve,
+    and the two models, closed at the end when a factory built the solver.
+
+    Declared here, so this module depends on the engine's shape, not on the engine (the engine is
+    above it: anything may run problems concurrently without importing the step loop's module).
+    """
+
+    @property
+    def draft(self) -> Generator: ...
+
+    @property
+    def target(self) -> Generator: ...
+
+    def solve(self, question: str) -> SolveTrace: ...
+
+
+EngineFactory = Callable[[], Solver]
 ResultCallback = Callable[["ProblemResult"], None]
 
 
@@ -81,17 +101,17 @@ def summarise(results: Sequence[ProblemResult]) -> RunSummary:
 class _Engines:
     """One engine per worker thread, built on first use; closed at the end when we built them."""
 
-    def __init__(self, source: Engine | EngineFactory) -> None:
-        self._shared = source if isinstance(source, Engine) else None
-        self._factory = None if isinstance(source, Engine) else source
+    def __init__(self, source: Solver | EngineFactory) -> None:
+        self._shared = source if isinstance(source, Solver) else None
+        self._factory = None if isinstance(source, Solver) else source
         self._local = threading.local()
-        self._built: list[Engine] = []
+        self._built: list[Solver] = []
         self._lock = threading.Lock()
 
-    def get(self) -> Engine:
+    def get(self) -> Solver:
         if self._shared is not None:
             return self._shared
-        engine: Engine | None = getattr(self._local, "engine", None)
+        engine: Solver | None = getattr(self._local, "engine", None)
         if engine is None:
             assert self._factory is not None
             engine = self._factory()
@@ -128,7 +148,7 @@ def _solve_one(engines: _Engines, index: int, question: str) -> ProblemResult:
 
 
 def solve_many(
-    engine: Engine | EngineFactory,
+    engine: Solver | EngineFactory,
     questions: Sequence[str],
     *,
     concurrency: int = 1,

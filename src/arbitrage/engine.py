@@ -139,7 +139,7 @@ class Engine:
             return output
 
         # 1. target-only decoding never consults the draft
-        if getattr(self.policy, "skip_draft", False):
+        if self.policy.skip_draft:
             target = make_target(None)
             decision = Decision(escalate=True, reason="target only")
             return self._record(index, None, target, decision, 0.0, 0)

@@ -9,6 +9,8 @@ Environment variables (each declared once, here):
   types (AMX / repacked weights) crash some virtual machines whose CPUs advertise AMX; ``auto`` probes
   each model once in a subprocess and remembers the verdict.
 - ``ARBITRAGE_THREADS``: CPU threads for llama.cpp (default: all cores).
+- ``ARBITRAGE_DATA_DIR``: folder of the named datasets (``gsm8k_test.jsonl``, ...; default
+  ``shared/datasets`` beside the project checkout; see ``evaluation.datasets.default_data_dir``).
 - ``ARBITRAGE_OPENAI_API_KEY``: API key sent to OpenAI-compatible servers (``openai:URL#MODEL`` specs);
   when unset, ``OPENAI_API_KEY`` is used, and when neither is set the placeholder ``EMPTY`` (servers
   started without a key accept anything). A spec option ``api_key_env=NAME`` reads another variable.
@@ -34,6 +36,7 @@ class Settings(BaseSettings):
     llama_extra_bufts: Literal["auto", "on", "off"] = "auto"
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     openai_api_key: SecretStr | None = None  # see ARBITRAGE_OPENAI_API_KEY above
+    data_dir: Path | None = None  # see ARBITRAGE_DATA_DIR above (None: the default folder)
 
     @property
     def models_dir(self) -> Path:

@@ -91,6 +91,7 @@ def test_sampling_with_a_seed_is_reproducible(smol: LlamaCppGenerator) -> None:
 
 class AlwaysEscalate:
     name = "always"
+    skip_draft = False
 
     def decide(self, view: StepView) -> Decision:
         return Decision(escalate=True)

@@ -6,6 +6,7 @@ import pytest
 
 from arbitrage.backends.base import FinishReason, StepContext, StepParams
 from arbitrage.backends.scripted import ScriptedGenerator
+from arbitrage.cli.options import flag_errors
 from arbitrage.engine import Engine, EngineConfig
 from arbitrage.errors import ConfigError
 from arbitrage.policies import DraftOnlyPolicy, RandomPolicy, StepView, TargetOnlyPolicy
@@ -23,6 +24,7 @@ class AlwaysEscalate:
     """Escalates every step but, unlike target-only, still pays for the draft's proposal."""
 
     name = "always"
+    skip_draft = False
 
     def decide(self, view: StepView) -> Decision:
         return Decision(escalate=True)
@@ -32,6 +34,7 @@ class PeekThenDecide:
     """Asks for the target step (as the oracle does), then escalates on even steps only."""
 
     name = "peek"
+    skip_draft = False
 
     def decide(self, view: StepView) -> Decision:
         target = view.target_step()
@@ -115,7 +118,9 @@ def test_random_policy_is_reproducible_and_mixes_models() -> None:
 
 @pytest.mark.parametrize("p", [-0.1, 1.5])
 def test_random_policy_rejects_invalid_probability(p: float) -> None:
-    with pytest.raises(ConfigError, match="--p"):
+    with pytest.raises(ConfigError, match="--p"), flag_errors():  # the CLI's words
+        RandomPolicy(p)
+    with pytest.raises(ConfigError, match=r"^p must be within"):  # the library's
         RandomPolicy(p)
 
 

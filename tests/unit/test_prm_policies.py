@@ -13,9 +13,10 @@ from collections.abc import Sequence
 import pytest
 
 from arbitrage.backends.scripted import ScriptedGenerator
+from arbitrage.cli.options import flag_errors
 from arbitrage.engine import Engine
-from arbitrage.errors import ConfigError
-from arbitrage.policies import PolicyOptions, build_policy
+from arbitrage.errors import ConfigError, PolicyOptionError
+from arbitrage.policies import OracleOptions, RSDOptions, build_policy, policy_options
 from arbitrage.policies.reward import OraclePolicy, RSDPolicy
 from arbitrage.prm.base import StepScores
 
@@ -180,14 +181,14 @@ def test_empty_draft_step_scores_zero_without_calling_the_scorer() -> None:
 
 def test_factory_builds_reward_policies_and_needs_a_scorer() -> None:
     scorer = TableScorer({})
-    rsd = build_policy("rsd", PolicyOptions(scorer=scorer, threshold=0.6, diagnose=True))
+    rsd = build_policy("rsd", RSDOptions(threshold=0.6, diagnose=True), scorer=scorer)
     assert isinstance(rsd, RSDPolicy) and rsd.threshold == 0.6 and rsd.diagnose
     assert rsd.name == "rsd(t=0.6, prm=table)"
-    oracle = build_policy("oracle", PolicyOptions(scorer=scorer, tau=0.1, target_samples=2, seed=3))
+    oracle = build_policy("oracle", OracleOptions(tau=0.1, target_samples=2, seed=3), scorer=scorer)
     assert isinstance(oracle, OraclePolicy) and oracle.name == "oracle(tau=0.1, k=2, prm=table)"
     for name in ("rsd", "oracle"):
         with pytest.raises(ConfigError, match="needs a process reward model"):
-            build_policy(name, PolicyOptions())
+            build_policy(name)
 
 
 @pytest.mark.parametrize(
@@ -200,5 +201,9 @@ def test_factory_builds_reward_policies_and_needs_a_scorer() -> None:
 )
 def test_reward_policy_parameters_are_checked(kwargs: dict[str, float], message: str) -> None:
     name = "rsd" if "threshold" in kwargs else "oracle"
-    with pytest.raises(ConfigError, match=message):
-        build_policy(name, PolicyOptions(scorer=TableScorer({}), **kwargs))  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=message), flag_errors():  # the CLI names options as its flags
+        build_policy(name, policy_options(name, kwargs), scorer=TableScorer({}))
+    with pytest.raises(PolicyOptionError) as info:  # the library names the option itself
+        policy_options(name, kwargs)
+    assert info.value.options[0] == next(iter(kwargs))
+    assert str(info.value).startswith(next(iter(kwargs)))

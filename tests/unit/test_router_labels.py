@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from arbitrage.router.base import RouterError
+from arbitrage.errors import RouterError
 from arbitrage.router.labels import LabelScheme, fit_scheme
 from arbitrage.router.metrics import router_metrics, tau_for_rate, tau_table
 

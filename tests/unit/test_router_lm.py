@@ -7,7 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from arbitrage.router.base import RouterError, RouterExample
+from arbitrage.errors import RouterError
+from arbitrage.router.base import RouterExample
 from arbitrage.router.data import read_pairs
 from arbitrage.router.lm import LMOptions, LMRouter
 from arbitrage.router.store import load_router, save_router

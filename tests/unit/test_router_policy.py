@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -12,10 +11,10 @@ import pytest
 
 from arbitrage.backends.base import StepOutput
 from arbitrage.backends.scripted import ScriptedGenerator
-from arbitrage.cli.options import policy_options
+from arbitrage.cli.options import flag_errors, policy_choice
 from arbitrage.engine import Engine
-from arbitrage.errors import ArbitrageError, ConfigError
-from arbitrage.policies import PolicyOptions, build_policy
+from arbitrage.errors import ArbitrageError, ConfigError, PolicyOptionError
+from arbitrage.policies import RouterOptions, build_policy, policy_options
 from arbitrage.policies.router import RouterPolicy
 from arbitrage.router.base import Router, RouterExample
 from arbitrage.router.data import read_pairs
@@ -84,7 +83,9 @@ def test_escalate_strictly_above_tau(tau: float, escalated: int) -> None:
 
 
 def test_tau_out_of_range() -> None:
-    with pytest.raises(ConfigError, match=r"--tau must be within \[0, 1\]"):
+    with pytest.raises(ConfigError, match=r"--tau must be within \[0, 1\]"), flag_errors():
+        RouterPolicy(ScoreByKeyword(), tau=1.5)
+    with pytest.raises(PolicyOptionError, match=r"^tau must be within \[0, 1\]"):  # the library's words
         RouterPolicy(ScoreByKeyword(), tau=1.5)
 
 
@@ -99,17 +100,17 @@ def saved_router(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def test_build_policy_with_target_rate_picks_tau_from_the_table(saved_router: Path) -> None:
     loaded = load_router(saved_router)
     for rate in (0.1, 0.3, 0.6):
-        policy = build_policy("router", PolicyOptions(router_path=str(saved_router), target_rate=rate))
+        policy = build_policy("router", RouterOptions(path=str(saved_router), target_rate=rate))
         assert isinstance(policy, RouterPolicy)
         row = loaded.tau_for_rate(rate)
         assert policy.tau == row.tau and abs(row.rate - rate) < 0.05
         assert policy.name == f"router(features,tau={row.tau:.4g},rate={rate:g})"
-    fixed = build_policy("router", PolicyOptions(router_path=str(saved_router), tau=0.42))
+    fixed = build_policy("router", RouterOptions(path=str(saved_router), tau=0.42))
     assert isinstance(fixed, RouterPolicy) and fixed.tau == 0.42 and fixed.target_rate is None
 
 
 def test_trained_router_routes_scripted_solves(saved_router: Path) -> None:
-    policy = build_policy("router", PolicyOptions(router_path=str(saved_router), target_rate=0.5))
+    policy = build_policy("router", RouterOptions(path=str(saved_router), target_rate=0.5))
     assert isinstance(policy, RouterPolicy)
     _, target, steps = solve(policy)
     assert len(target.calls) == sum(s.escalated for s in steps)
@@ -121,39 +122,55 @@ def test_trained_router_routes_scripted_solves(saved_router: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        (PolicyOptions(), "needs --router PATH"),
-        (PolicyOptions(router_path="/no/such/router", tau=0.5), "Router folder not found"),
-        (PolicyOptions(router_path="x", tau=0.3, target_rate=0.2), "either --tau or --target-rate"),
-        (PolicyOptions(router_path="x", target_rate=1.5), r"--target-rate must be within \[0, 1\]"),
-        (PolicyOptions(router_path="x", tau=-0.5), r"--tau must be within \[0, 1\]"),
+        ({}, "needs --router PATH"),
+        ({"path": "/no/such/router", "tau": 0.5}, "Router folder not found"),
+        ({"path": "x", "tau": 0.3, "target_rate": 0.2}, "either --tau or --target-rate"),
+        ({"path": "x", "target_rate": 1.5}, r"--target-rate must be within \[0, 1\]"),
+        ({"path": "x", "tau": -0.5}, r"--tau must be within \[0, 1\]"),
     ],
 )
-def test_router_policy_option_errors(options: PolicyOptions, message: str) -> None:
-    with pytest.raises(ArbitrageError, match=message):
-        build_policy("router", options)
+def test_router_policy_option_errors(options: dict[str, object], message: str) -> None:
+    with pytest.raises(ArbitrageError, match=message), flag_errors():
+        build_policy("router", policy_options("router", options))
+
+
+def test_a_router_without_tau_or_target_rate_is_an_error_never_tau_0() -> None:
+    with pytest.raises(PolicyOptionError, match=r"needs tau τ .* or target_rate") as info:
+        RouterOptions(path="r")
+    assert info.value.options == ("tau", "target_rate")
+    server = info.value.render(lambda n: f"policy_options.{n}")
+    assert "policy_options.tau" in server and "policy_options.target_rate" in server
+
+
+def cli_options(policy: str, router: Path | None, tau: float | None, target_rate: float | None) -> object:
+    """What `arbitrage solve/eval` build from their flags (p=0.5, seed=0 as the defaults)."""
+    _, options = policy_choice(policy, p=0.5, seed=0, path=router, tau=tau, target_rate=target_rate)
+    return options
 
 
 def test_cli_policy_options() -> None:
-    options = policy_options("router", 0.5, 0, Path("r"), None, 0.3)
-    assert options.router_path == "r" and options.target_rate == 0.3 and options.tau == 0.0
-    assert policy_options("router", 0.5, 0, Path("r"), 0.7, None).tau == 0.7
+    options = cli_options("router", Path("r"), None, 0.3)
+    assert isinstance(options, RouterOptions)
+    # not given stays not given (the old bag of options turned a missing τ into 0.0)
+    assert options.path == "r" and options.target_rate == 0.3 and options.tau is None
+    assert cli_options("router", Path("r"), 0.7, None).tau == 0.7
     with pytest.raises(ConfigError, match=r"needs --tau τ .* or --target-rate"):
-        policy_options("router", 0.5, 0, Path("r"), None, None)
+        cli_options("router", Path("r"), None, None)
     with pytest.raises(ConfigError, match="not both"):
-        policy_options("router", 0.5, 0, Path("r"), 0.5, 0.3)
+        cli_options("router", Path("r"), 0.5, 0.3)
     with pytest.raises(ConfigError, match="--policy router only"):
-        policy_options("random", 0.5, 0, Path("r"), None, None)
+        cli_options("random", Path("r"), None, None)
 
 
 def test_sweep_points_for_the_router(saved_router: Path) -> None:
-    from arbitrage.evaluation.sweep import parse_points
+    from arbitrage.evaluation.sweep import parse_points, point_options
 
     points = parse_points("draft; router:target_rate=0.1,0.5; router:tau=0.7")
     assert [(p.policy, p.param, p.value) for p in points[1:]] == [
         ("router", "target_rate", 0.1), ("router", "target_rate", 0.5), ("router", "tau", 0.7)
     ]  # fmt: skip
-    base = PolicyOptions(router_path=str(saved_router))
+    base = {"path": str(saved_router), "seed": 0}  # the sweep's base values; each policy takes its own
     for point in points[1:]:
         assert point.param is not None
-        policy = build_policy("router", dataclasses.replace(base, **{point.param: point.value}))
+        policy = build_policy("router", point_options(point, base))
         assert isinstance(policy, RouterPolicy)

@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 
 from arbitrage.backends.base import FinishReason, StepOutput
-from arbitrage.router.base import RouterError, RouterExample
+from arbitrage.errors import RouterError
+from arbitrage.router.base import RouterExample
 from arbitrage.router.data import read_pairs
 from arbitrage.router.features import ALL_FEATURES, HISTORY_FEATURES, check_arithmetic, extract_features
 from arbitrage.router.store import load_router, save_router

@@ -282,21 +282,21 @@ def test_metrics_count_requests_steps_and_escalations(client: TestClient) -> Non
 
 
 def test_a_new_policy_and_its_options_plug_in_without_server_changes(monkeypatch: pytest.MonkeyPatch) -> None:
-    """What the rsd/oracle/router policies will do: add PolicyOptions fields and a registry entry."""
+    """What a later policy (e.g. `verify`) will do: one registry entry with its own options class."""
     import dataclasses
 
-    from arbitrage.policies import factory
+    from arbitrage.policies import PolicyEntry, factory
     from arbitrage.server import jobs
     from arbitrage.trace import Decision
 
     @dataclasses.dataclass(frozen=True, slots=True)
-    class FutureOptions:
-        p: float = 0.5
-        seed: int = 0
+    class LengthOptions:
         tau: float = 0.0
         router: str | None = None
 
     class LengthRouter:
+        skip_draft = False
+
         def __init__(self, tau: float, router: str | None) -> None:
             self.tau, self.router = tau, router
 
@@ -308,9 +308,9 @@ def test_a_new_policy_and_its_options_plug_in_without_server_changes(monkeypatch
             score = view.draft.tokens / 10
             return Decision(escalate=score > self.tau, score=score, threshold=self.tau)
 
-    monkeypatch.setattr(jobs, "PolicyOptions", FutureOptions)
+    entry = PolicyEntry(LengthOptions, lambda o, _scorer: LengthRouter(o.tau, o.router))
+    monkeypatch.setitem(factory.POLICIES, "length", entry)
     monkeypatch.setattr(jobs, "POLICY_NAMES", (*jobs.POLICY_NAMES, "length"))
-    monkeypatch.setitem(factory.POLICIES, "length", lambda o: LengthRouter(o.tau, o.router))
     app = create_app(
         settings(policy="length", policy_options={"router": "r.pt", "tau": 0.25}), generators=scripted_pair()
     )

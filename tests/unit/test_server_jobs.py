@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from arbitrage.policies import PolicyOptions, RandomPolicy
+from arbitrage.policies import RandomOptions, RandomPolicy
 from arbitrage.server.errors import APIError
 from arbitrage.server.jobs import (
     PolicyCache,
@@ -43,7 +43,7 @@ def test_defaults_come_from_the_settings() -> None:
     job = job_for(chat(), settings)
     assert job.kind == "chat" and job.question == "What is 2+2?"
     assert job.policy == "random"
-    assert job.policy_options == PolicyOptions(p=0.5, seed=3)
+    assert job.policy_options == RandomOptions(p=0.5, seed=3)
     assert job.config.max_steps == 7 and job.config.max_total_tokens == 300
     assert job.config.step.max_step_tokens == 50
     assert job.config.step.seed is None  # greedy: no sampling seed
@@ -61,7 +61,7 @@ def test_request_overrides_within_limits() -> None:
             arbitrage={"policy_params": {"p": 0.2}, "max_steps": 5, "max_step_tokens": 400, "timeout": 9},
         )
     )
-    assert job.policy_options == PolicyOptions(p=0.2, seed=11)
+    assert job.policy_options == RandomOptions(p=0.2, seed=11)
     assert job.config.max_steps == 5 and job.config.max_total_tokens == 100
     assert job.config.step.max_step_tokens == 100  # never above the whole answer's budget
     assert (job.config.step.temperature, job.config.step.top_p, job.config.step.seed) == (0.7, 0.9, 11)
@@ -107,7 +107,7 @@ def test_a_listed_limit_that_no_policy_has_is_rejected() -> None:
 def test_server_limits_decide_what_is_settable() -> None:
     settings = make_settings(param_limits={"p": {"min": 0.1, "max": 0.3}, "seed": {"min": 0, "max": 9}})
     job = job_for(chat(arbitrage={"policy_params": {"p": 0.3, "seed": 9}}), settings)
-    assert job.policy_options == PolicyOptions(p=0.3, seed=9)
+    assert job.policy_options == RandomOptions(p=0.3, seed=9)
     assert "outside" in rejected(chat(arbitrage={"policy_params": {"p": 0.5}}), settings).message
     assert "valid integer" in rejected(chat(arbitrage={"policy_params": {"seed": 2.5}}), settings).message
 
@@ -150,11 +150,13 @@ def test_completion_requests() -> None:
 
 
 def test_make_policy_options_validates_names_and_types() -> None:
-    assert make_policy_options({"p": "0.3"}) == PolicyOptions(p=0.3)  # config strings are coerced
+    assert make_policy_options("random", {"p": "0.3"}) == RandomOptions(p=0.3)  # config strings are coerced
     with pytest.raises(Exception, match="Unknown policy option 'router'"):
-        make_policy_options({"router": "model.pt"})
+        make_policy_options("random", {"router": "model.pt"})
     with pytest.raises(Exception, match="Invalid policy option p='x'"):
-        make_policy_options({"p": "x"})
+        make_policy_options("random", {"p": "x"})
+    base = RandomOptions(p=0.2, seed=5)
+    assert make_policy_options("random", {"p": 0.4}, base) == RandomOptions(p=0.4, seed=5)
 
 
 def test_check_policies_and_cache() -> None:
@@ -162,9 +164,9 @@ def test_check_policies_and_cache() -> None:
     with pytest.raises(Exception, match="Unknown policy 'oracle-x'"):
         check_policies(make_settings(allowed_policies=["oracle-x"]))
     cache = PolicyCache(size=2)
-    first = cache.get("random", PolicyOptions(p=0.1))
+    first = cache.get("random", RandomOptions(p=0.1))
     assert isinstance(first, RandomPolicy)
-    assert cache.get("random", PolicyOptions(p=0.1)) is first  # built once
-    cache.get("random", PolicyOptions(p=0.2))
-    cache.get("random", PolicyOptions(p=0.3))  # evicts p=0.1
-    assert cache.get("random", PolicyOptions(p=0.1)) is not first
+    assert cache.get("random", RandomOptions(p=0.1)) is first  # built once
+    cache.get("random", RandomOptions(p=0.2))
+    cache.get("random", RandomOptions(p=0.3))  # evicts p=0.1
+    assert cache.get("random", RandomOptions(p=0.1)) is not first

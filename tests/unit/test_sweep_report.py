@@ -14,8 +14,7 @@ from arbitrage.engine import EngineConfig
 from arbitrage.errors import ConfigError
 from arbitrage.evaluation.datasets import Problem
 from arbitrage.evaluation.report import Point, build_report, latency_at, speedups, unmatched
-from arbitrage.evaluation.sweep import SweepPoint, parse_points, run_sweep
-from arbitrage.policies import PolicyOptions
+from arbitrage.evaluation.sweep import SweepPoint, parse_points, run_sweep, sweep_policies
 
 
 def test_step_cache_replays_with_stored_costs(tmp_path: Path) -> None:
@@ -46,7 +45,7 @@ def test_step_cache_replays_with_stored_costs(tmp_path: Path) -> None:
 def test_parse_points() -> None:
     points = parse_points("draft; target; random:p=0.25,0.5")
     assert [p.slug for p in points] == ["draft", "target", "random_p=0.25", "random_p=0.5"]
-    for bad in ("random:q=1", "random:p=abc", "random:p", ""):
+    for bad in ("random:q=1", "random:p=abc", "random:p", "", "random:threshold=0.5", "rsd:path=1", "nope"):
         with pytest.raises(ConfigError):
             parse_points(bad)
 
@@ -62,7 +61,8 @@ def test_run_sweep_shares_the_cache_between_points(tmp_path: Path) -> None:
     cd, ct = CachingGenerator(draft, cache), CachingGenerator(target, cache)
     problems = [Problem("0", "one plus one", "2", "toy"), Problem("1", "two minus zero", "2", "toy")]
     points = [SweepPoint("draft"), SweepPoint("target"), SweepPoint("random", "p", 0.5)]
-    results = run_sweep(problems, cd, ct, points, tmp_path, EngineConfig(), PolicyOptions(), {"data": "toy"})
+    pairs = sweep_policies(points, {})
+    results = run_sweep(problems, cd, ct, pairs, tmp_path, EngineConfig(), {"data": "toy"})
     assert [s.accuracy for _, s in results] == [1.0, 1.0, 1.0]
     assert results[2][1].replayed_calls > 0  # the random point replays steps the first two generated
     for gen in (draft, target):  # every distinct context was generated once, whatever point asked

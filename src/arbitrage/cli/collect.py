@@ -49,7 +49,7 @@ def collect(
     """Collect (x, z_d, z_t, s_d, s_t, Δ, y) step pairs: both models write each step from one prefix."""
     from arbitrage.backends.loader import GeneratorOptions
     from arbitrage.cli.common import load_model, step_params
-    from arbitrage.cli.evaluate import load_problems
+    from arbitrage.evaluation.datasets import load_problems
     from arbitrage.prm.registry import DEFAULT_PRM, load_scorer
     from arbitrage.router.collect import CollectConfig, RewardFn, run_collection
 

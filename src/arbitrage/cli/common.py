@@ -3,10 +3,14 @@
 from __future__ import annotations
 
 import codecs
+from typing import TYPE_CHECKING
 
 from arbitrage.backends.base import Generator, StepParams
 from arbitrage.backends.loader import GeneratorOptions, load_generator, split_spec
 from arbitrage.errors import ConfigError
+
+if TYPE_CHECKING:
+    from arbitrage.run import Run, RunSpec
 
 
 def parse_separator(raw: str) -> str:
@@ -39,3 +43,13 @@ def step_params(separator: str, max_step_tokens: int, temperature: float, seed: 
         temperature=temperature,
         seed=seed if temperature > 0 else None,
     )
+
+
+def open_run(spec: RunSpec) -> Run:
+    """Open a :class:`~arbitrage.run.Run` whose named models are fetched with progress; policy option
+    errors come out spelled as flags."""
+    from arbitrage.cli.options import flag_errors
+    from arbitrage.run import Run
+
+    with flag_errors():
+        return Run(spec, load_model=load_model).open()

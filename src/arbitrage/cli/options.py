@@ -2,16 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import Annotated, Any
 
 import typer
 
+from arbitrage.errors import ConfigError, PolicyOptionError
 from arbitrage.models.registry import DEFAULT_DRAFT, DEFAULT_TARGET
-from arbitrage.policies.factory import PolicyOptions
-
-if TYPE_CHECKING:
-    from arbitrage.prm.base import StepScorer
 
 Draft = Annotated[str, typer.Option(help="Draft model: a named model, a .gguf path, or a backend spec.")]
 Target = Annotated[str, typer.Option(help="Target model (same forms as --draft).")]
@@ -76,51 +75,43 @@ Diagnose = Annotated[
 ]
 
 
-def load_policy_scorer(policies: list[str], prm: str, n_ctx: int) -> StepScorer | None:
-    """Load the PRM when one of ``policies`` needs it (rsd, oracle); None otherwise."""
-    from arbitrage.policies.factory import SCORED_POLICIES
-    from arbitrage.prm.registry import ScorerOptions, load_scorer
-
-    if not SCORED_POLICIES.intersection(policies):
-        return None
-    return load_scorer(prm, ScorerOptions(n_ctx=n_ctx))
+def flag(option: str) -> str:
+    """The command-line flag of a policy option (``target_rate`` -> ``--target-rate``)."""
+    return FLAGS.get(option, "--" + option.replace("_", "-"))
 
 
-def policy_options(
-    policy: str,
-    p: float,
-    seed: int,
-    router: Path | None,
-    tau: float | None,
-    target_rate: float | None,
-    threshold: float = 0.7,
-    target_samples: int = 1,
-    diagnose: bool = False,
-    prm: str | None = None,
-    n_ctx: int = 4096,
-) -> PolicyOptions:
-    """PolicyOptions from the CLI, checking the router options (τ or a target rate, not both), with the
-    ``prm`` scorer loaded when the policy needs one (rsd, oracle)."""
-    from arbitrage.errors import ConfigError
+FLAGS = {"path": "--router"}  # policy options whose flag is not --<option-name>
 
-    if policy == "router" and tau is None and target_rate is None:
-        raise ConfigError("--policy router needs --tau τ (escalate when ŷ > τ) or --target-rate r")
-    if policy != "router" and (router is not None or target_rate is not None):
-        raise ConfigError("--router and --target-rate apply to --policy router only")
-    if tau is not None and target_rate is not None:
-        raise ConfigError("Give either --tau or --target-rate, not both")
-    if policy in ("rsd", "oracle"):
-        from arbitrage.policies.reward import check_reward_options
 
-        check_reward_options(threshold, tau if tau is not None else 0.0, target_samples, 0.7)
-    return PolicyOptions(
-        p=p,
-        seed=seed,
-        scorer=load_policy_scorer([policy], prm, n_ctx) if prm is not None else None,
-        router_path=str(router) if router is not None else None,
-        tau=tau if tau is not None else 0.0,
-        target_rate=target_rate,
-        threshold=threshold,
-        target_samples=target_samples,
-        diagnose=diagnose,
-    )
+@contextmanager
+def flag_errors() -> Iterator[None]:
+    """Re-raise policy option errors with the options spelled as this CLI's flags."""
+    try:
+        yield
+    except PolicyOptionError as exc:
+        raise ConfigError(exc.render(flag)) from None
+
+
+def policy_choice(policy: str, **flags: Any) -> tuple[str, Any]:
+    """``(policy, its validated options)`` from a command's policy flags (``None``: not given).
+
+    Each policy takes the flags it has an option for; a flag given explicitly (not None) that the
+    policy has no option for is an error, so ``--router`` with ``--policy random`` never goes unnoticed.
+    """
+    from arbitrage.policies import POLICIES, policy_entry, policy_options
+    from arbitrage.policies.options import option_types
+
+    fields = option_types(policy_entry(policy).options)
+    for name, value in flags.items():
+        if value is not None and name not in fields and _optional_flag(name):
+            owners = [n for n, e in POLICIES.items() if name in option_types(e.options)]
+            raise ConfigError(f"{flag(name)} applies to --policy {', '.join(owners)} only")
+    values = {
+        k: str(v) if isinstance(v, Path) else v for k, v in flags.items() if k in fields and v is not None
+    }
+    with flag_errors():
+        return policy, policy_options(policy, values)
+
+
+def _optional_flag(name: str) -> bool:
+    return name in ("path", "tau", "target_rate")  # flags without a default: given means meant

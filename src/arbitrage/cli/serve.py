@@ -27,7 +27,13 @@ def serve(
     ] = None,
     p: Annotated[float | None, typer.Option(help="random: probability of escalating a step.")] = None,
     router: Annotated[
-        Path | None, typer.Option(help="Trained router for the router policy (policy option 'router').")
+        Path | None, typer.Option(help="Trained router for the router policy (policy option 'path').")
+    ] = None,
+    prm: Annotated[
+        str | None,
+        typer.Option(
+            help="rsd, oracle: process reward model spec, loaded once (default: the measured best)."
+        ),
     ] = None,
     policy_option: Annotated[
         list[str] | None,
@@ -68,17 +74,21 @@ def serve(
 
     import uvicorn
 
-    from arbitrage.backends.loader import GeneratorOptions
-    from arbitrage.cli.common import load_model
+    from arbitrage.cli.common import open_run
+    from arbitrage.cli.options import flag
+    from arbitrage.errors import ConfigError, PolicyOptionError
+    from arbitrage.policies import needs_scorer
     from arbitrage.prompts import PromptStyle
+    from arbitrage.run import RunSpec
     from arbitrage.server import create_app, load_server_settings
-    from arbitrage.server.jobs import PolicyCache, base_policy_options, check_policies
+    from arbitrage.server.jobs import PolicyCache, base_policy_options, check_policies, settings_field
 
     overrides: dict[str, Any] = {
         "draft": draft,
         "target": target,
         "policy": policy,
         "allowed_policies": allow_policy or None,
+        "prm": prm,
         "host": host,
         "port": port,
         "api_key": api_key,
@@ -91,43 +101,44 @@ def serve(
         "max_step_tokens": max_step_tokens,
         "n_ctx": n_ctx,
     }
+    flags = {"p": p, "path": str(router) if router is not None else None}  # policy options with a flag
     options: dict[str, Any] = dict(_parse_option(raw) for raw in policy_option or [])
-    if p is not None:
-        options["p"] = p
-    if router is not None:
-        options["router"] = str(router)
+    options.update({k: v for k, v in flags.items() if v is not None})
     given = {k: v for k, v in overrides.items() if v is not None}
     settings = load_server_settings(config, **given)
     if options:  # flags add to (and win over) policy options from the environment or the config file
         merged = {**settings.policy_options, **options}
         settings = load_server_settings(config, **given, policy_options=merged)
-    check_policies(settings)  # fail on a bad policy or option before any model loads
-    policies = PolicyCache()
-    policies.get(settings.policy, base_policy_options(settings))
+    try:  # fail on a bad policy or option before any model loads
+        base = base_policy_options(settings)
+        check_policies(settings)
+    except PolicyOptionError as exc:  # options given as flags are named as flags, the rest as fields
+        raise ConfigError(
+            exc.render(lambda n: flag(n) if flags.get(n) is not None else settings_field(n))
+        ) from None
     log = logging.getLogger("arbitrage.serve")
     if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
         log.warning("binding %s without an API key: anyone who can reach it can use it", settings.host)
-    generator_options = GeneratorOptions(
+    spec = RunSpec(
+        draft=settings.draft,
+        target=settings.target,
+        policies=[(settings.policy, base[settings.policy])],
+        with_prm=any(needs_scorer(name) for name in settings.served_policies),
+        prm=settings.prm,
         n_ctx=settings.n_ctx,
-        prompt_style=PromptStyle(system=settings.system_prompt, user_template=settings.user_template),
         seed=settings.seed,
+        prompt_style=PromptStyle(system=settings.system_prompt, user_template=settings.user_template),
+        shared_scorer=True,  # one PRM for every solve slot: its calls are serialised
     )
-    draft_model = load_model(settings.draft, generator_options)
-    try:
-        target_model = load_model(settings.target, generator_options)
-    except BaseException:
-        draft_model.close()
-        raise
-    try:
-        app = create_app(settings, generators=(draft_model, target_model), policies=policies)
+    with open_run(spec) as run:
+        policies = PolicyCache(scorer=run.scorer)
+        policies.add(settings.policy, base[settings.policy], run.policy)
+        app = create_app(settings, generators=(run.draft, run.target), policies=policies)
         typer.echo(
-            f"serving {settings.model_id} (draft {draft_model.name}, target {target_model.name}, "
-            f"policy {settings.policy}) at http://{settings.host}:{settings.port}/v1",
+            f"serving {settings.model_id} (draft {run.draft.name}, target {run.target.name}, "
+            f"policy {run.policy.name}) at http://{settings.host}:{settings.port}/v1",
             err=True,
         )
         uvicorn.run(
             app, host=settings.host, port=settings.port, log_level="info", timeout_graceful_shutdown=10
         )
-    finally:
-        draft_model.close()
-        target_model.close()

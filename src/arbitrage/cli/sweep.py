@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 import re
-from dataclasses import asdict
 from pathlib import Path
 from typing import Annotated
 
@@ -61,18 +58,20 @@ def sweep(
     """Run every policy point on the same problems (greedy), then summarise each; see `arbitrage report`."""
     from rich.console import Console
 
-    from arbitrage.backends.cache import CachingGenerator, StepCache
-    from arbitrage.backends.loader import GeneratorOptions
-    from arbitrage.cli.common import load_model, step_params
-    from arbitrage.cli.evaluate import load_problems
+    from arbitrage.cli.common import open_run, step_params
+    from arbitrage.cli.options import flag_errors
     from arbitrage.cli.render import print_sweep_table
     from arbitrage.engine import EngineConfig
-    from arbitrage.evaluation.sweep import parse_points, run_sweep
-    from arbitrage.policies import PolicyOptions
-    from arbitrage.policies.factory import SCORED_POLICIES
-    from arbitrage.prm.cache import CachingScorer, ScoreCache
+    from arbitrage.evaluation.datasets import load_problems
+    from arbitrage.evaluation.sweep import parse_points, point_options, run_sweep
+    from arbitrage.run import RunSpec
 
     grid = parse_points(points)
+    base = {"seed": seed, "path": str(router) if router else None, "target_samples": target_samples,
+            "diagnose": diagnose}  # fmt: skip
+    with flag_errors():  # every point's options, checked before any data or model loads
+        choices = [(point.policy, point_options(point, {k: v for k, v in base.items() if v is not None}))
+                   for point in grid]  # fmt: skip
     name, problems = load_problems(dataset, data_file, question_field, answer_field, data_dir, offset, limit)
     config = EngineConfig(
         step=step_params(separator, max_step_tokens, 0.0, seed),
@@ -82,40 +81,17 @@ def sweep(
     if out is None:
         out = Path("runs") / "sweep" / re.sub(r"[^A-Za-z0-9.=-]+", "-", f"{name}_{draft}_{target}").strip("-")
     out.mkdir(parents=True, exist_ok=True)
-    run_config = {
-        "data": name, "offset": offset, "draft": draft, "target": target, "max_steps": max_steps,
-        "max_tokens": max_tokens, "max_step_tokens": max_step_tokens, "separator": separator, "seed": seed,
-        "prm": prm if SCORED_POLICIES.intersection(p.policy for p in grid) else None,
-        "target_samples": target_samples, "diagnose": diagnose,
-    }  # fmt: skip
-    scorer = opt.load_policy_scorer([p.policy for p in grid], prm, n_ctx)
-    options = GeneratorOptions(n_ctx=n_ctx, seed=seed)
-    style = hashlib.sha256(json.dumps(asdict(options.prompt_style), sort_keys=True).encode()).hexdigest()[:12]
-    draft_model = load_model(draft, options)
-    target_model = load_model(target, options)
-    step_cache = None if no_cache else StepCache(cache or out / "step_cache.sqlite")
-    score_cache = None
-    if step_cache is not None:
-        draft_model = CachingGenerator(draft_model, step_cache, f"{draft}|{style}")
-        target_model = CachingGenerator(target_model, step_cache, f"{target}|{style}")
-        if scorer is not None:  # PRM rewards replay too (same file, their own table)
-            score_cache = ScoreCache(step_cache.path)
-            scorer = CachingScorer(scorer, score_cache, f"{prm}|{scorer.name}")
-    policy_options = PolicyOptions(
-        seed=seed, router_path=str(router) if router else None, scorer=scorer, target_samples=target_samples,
-        diagnose=diagnose,
-    )  # fmt: skip
-    try:
-        results = run_sweep(
-            problems, draft_model, target_model, grid, out, config, policy_options, run_config, concurrency
-        )
-    finally:
-        draft_model.close()
-        target_model.close()
-        if step_cache is not None:
-            step_cache.close()
-        if score_cache is not None:
-            score_cache.close()
-        if scorer is not None:
-            scorer.close()
+    cache_file = None if no_cache else cache or out / "step_cache.sqlite"
+    spec = RunSpec(
+        draft=draft, target=target, policies=choices, prm=prm, n_ctx=n_ctx, seed=seed, cache=cache_file
+    )
+    with open_run(spec) as run:
+        run_config = {
+            "data": name, "offset": offset, "draft": draft, "target": target, "max_steps": max_steps,
+            "max_tokens": max_tokens, "max_step_tokens": max_step_tokens, "separator": separator,
+            "seed": seed, "prm": prm if run.scorer is not None else None, "target_samples": target_samples,
+            "diagnose": diagnose,
+        }  # fmt: skip
+        pairs = list(zip(grid, run.policies, strict=True))
+        results = run_sweep(problems, run.draft, run.target, pairs, out, config, run_config, concurrency)
     print_sweep_table(Console(), [s for _, s in results], out)

@@ -78,7 +78,7 @@ def make_options(
     head_lr: float = 5e-3,
 ) -> TrainOptions:
     """TrainOptions from CLI values (validated there); keyword-only so that no two values can swap."""
-    from arbitrage.router.base import RouterError
+    from arbitrage.errors import RouterError
     from arbitrage.router.lm import LMOptions
     from arbitrage.router.train import TrainOptions
 
@@ -134,7 +134,7 @@ def train_router(
     as_json: Annotated[bool, typer.Option("--json", help="Print the saved config as JSON.")] = False,
 ) -> None:
     """Train a router on DATA (split by question id), validate it, and save it to --out."""
-    from arbitrage.router.base import RouterError
+    from arbitrage.errors import RouterError
     from arbitrage.router.evaluate import EvalRow, markdown_table
     from arbitrage.router.store import read_config, save_router
     from arbitrage.router.train import load_rows

@@ -4,19 +4,23 @@ The named datasets are the JSON-lines files in the shared data folder (``../shar
 project root, or ``$ARBITRAGE_DATA_DIR``). Users' own files load the same way with ``--data-file``: the
 question and answer fields are detected from the usual names unless given. A malformed line is
 reported with its file and line number and skipped, never silently.
+
+Layering: this module reads files only (it imports nothing of arbitrage but ``errors`` and
+``settings``), so it sits below the engine, the router and the rest of ``evaluation``; router
+collection may import it. Keep it that way (``evaluation/__init__`` imports nothing either).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from arbitrage.errors import ConfigError
+from arbitrage.settings import load_settings
 
 logger = logging.getLogger(__name__)
 
@@ -98,9 +102,9 @@ DATASETS: dict[str, tuple[str, Callable[[dict[str, Any], int], Problem]]] = {
 
 def default_data_dir() -> Path:
     """``$ARBITRAGE_DATA_DIR``, else ``shared/datasets`` beside the project checkout."""
-    env = os.environ.get("ARBITRAGE_DATA_DIR")
-    if env:
-        return Path(env)
+    env = load_settings().data_dir
+    if env is not None:
+        return env
     here = Path(__file__).resolve()
     for parent in here.parents:
         candidate = parent.parent / "shared" / "datasets"
@@ -176,3 +180,29 @@ def select(problems: list[Problem], offset: int = 0, limit: int | None = None) -
     if limit is not None and limit <= 0:
         raise ConfigError(f"--limit must be positive, got {limit}")
     return problems[offset : None if limit is None else offset + limit]
+
+
+def load_problems(
+    dataset: str | None,
+    data_file: Path | None,
+    question_field: str | None = None,
+    answer_field: str | None = None,
+    data_dir: Path | None = None,
+    offset: int = 0,
+    limit: int | None = None,
+) -> tuple[str, list[Problem]]:
+    """The selected problems of a named ``dataset`` or of a ``data_file`` (exactly one), and a name
+    for them; malformed lines are logged as warnings and skipped."""
+    if (dataset is None) == (data_file is None):
+        raise ConfigError("Give exactly one of --dataset NAME or --data-file PATH")
+    if data_file is not None:
+        report = load_file(data_file, question_field, answer_field)
+        name = data_file.stem
+    else:
+        assert dataset is not None
+        report = load_dataset(dataset, data_dir)
+        name = dataset
+    problems = select(report.problems, offset, limit)
+    if not problems:
+        raise ConfigError(f"No problems selected from {name} (offset {offset}, limit {limit})")
+    return name, problems

@@ -4,20 +4,21 @@ A grid is written as ``;``-separated points, each ``policy`` or ``policy:param=v
 
     draft; target; random:p=0.25,0.5,0.75; rsd:threshold=0.5,0.7,0.9; oracle:tau=0,0.1
 
-Each point runs through the resumable evaluation runner into ``OUT/<point>/``; ``OUT/sweep.json``
-collects every point's summary for ``arbitrage report``.
+A point's parameter must be a numeric option of that policy (:mod:`arbitrage.policies.options`); the
+options a point does not vary come from the sweep's base values (seed, router path, ...), each policy
+taking the ones it has. Each point runs through the resumable evaluation runner into
+``OUT/<point>/``; ``OUT/sweep.json`` collects every point's summary for ``arbitrage report``.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import logging
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from arbitrage.backends.base import Generator
 from arbitrage.engine import Engine, EngineConfig
@@ -25,7 +26,11 @@ from arbitrage.errors import ConfigError
 from arbitrage.evaluation.datasets import Problem
 from arbitrage.evaluation.runner import run_eval
 from arbitrage.evaluation.summary import EvalSummary
-from arbitrage.policies import PolicyOptions, build_policy
+from arbitrage.policies import RoutingPolicy, build_policy, policy_entry, policy_options
+from arbitrage.policies.options import option_types
+
+if TYPE_CHECKING:
+    from arbitrage.prm.base import StepScorer
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +40,8 @@ class SweepPoint:
     """One policy setting of a sweep."""
 
     policy: str  # policy name, e.g. "rsd"
-    param: str | None = None  # the PolicyOptions field varied, e.g. "threshold"
-    value: float | None = None
+    param: str | None = None  # the option of the policy varied, e.g. "threshold"
+    value: float | None = None  # its value at this point
 
     @property
     def slug(self) -> str:
@@ -45,11 +50,11 @@ class SweepPoint:
 
 def parse_points(spec: str) -> list[SweepPoint]:
     """Parse a grid spec (see the module docstring) into points, validating names and numbers."""
-    fields = {f.name for f in dataclasses.fields(PolicyOptions)}
     points: list[SweepPoint] = []
     for chunk in filter(None, (c.strip() for c in spec.split(";"))):
         name, _, rest = chunk.partition(":")
         name = name.strip()
+        numeric = _numeric_options(name)
         if not rest:
             points.append(SweepPoint(name))
             continue
@@ -57,9 +62,10 @@ def parse_points(spec: str) -> list[SweepPoint]:
         if not match:
             raise ConfigError(f"Bad sweep point {chunk!r}: expected policy:param=v1,v2,...")
         param = match.group(1)
-        if param not in fields:
+        if param not in numeric:
             raise ConfigError(
-                f"Unknown policy parameter {param!r} in {chunk!r} (known: {', '.join(sorted(fields))})"
+                f"Unknown {name} parameter {param!r} in {chunk!r} "
+                f"(its numeric options: {', '.join(numeric) or 'none'})"
             )
         try:
             values = [float(v) for v in match.group(2).split(",") if v.strip()]
@@ -71,28 +77,43 @@ def parse_points(spec: str) -> list[SweepPoint]:
     return points
 
 
+def _numeric_options(policy: str) -> list[str]:
+    """The options of ``policy`` a sweep may vary (numbers)."""
+    types = option_types(policy_entry(policy).options)
+    return [name for name, kind in types.items() if kind in (int, float, float | None, int | None)]
+
+
+def point_options(point: SweepPoint, base: Mapping[str, Any]) -> Any:
+    """The validated options of ``point``: the ``base`` values its policy has, and the point's value."""
+    fields = option_types(policy_entry(point.policy).options)
+    values = {k: v for k, v in base.items() if k in fields}
+    if point.param is not None:
+        values[point.param] = point.value
+    return policy_options(point.policy, values)
+
+
+def sweep_policies(
+    points: Sequence[SweepPoint], base: Mapping[str, Any], scorer: StepScorer | None = None
+) -> list[tuple[SweepPoint, RoutingPolicy]]:
+    """Build every point's policy (all first: a bad parameter fails before hours of work)."""
+    return [
+        (point, build_policy(point.policy, point_options(point, base), scorer=scorer)) for point in points
+    ]
+
+
 def run_sweep(
     problems: Sequence[Problem],
     draft: Generator,
     target: Generator,
-    points: Sequence[SweepPoint],
+    points: Sequence[tuple[SweepPoint, RoutingPolicy]],
     out: Path,
     engine_config: EngineConfig,
-    base_options: PolicyOptions,
     run_config: dict[str, Any],
     concurrency: int = 1,
 ) -> list[tuple[SweepPoint, EvalSummary]]:
-    """Run every point (resumably) and write ``OUT/sweep.json``."""
-    policies = []
-    for point in points:  # build all first: a bad parameter fails before hours of work
-        options = base_options
-        if point.param is not None:
-            field_type = type(getattr(base_options, point.param))
-            value: Any = int(point.value) if field_type is int and point.value is not None else point.value
-            options = dataclasses.replace(base_options, **{point.param: value})
-        policies.append(build_policy(point.policy, options))
+    """Run every point with its policy (resumably) and write ``OUT/sweep.json``."""
     results = []
-    for i, (point, policy) in enumerate(zip(points, policies, strict=True), start=1):
+    for i, (point, policy) in enumerate(points, start=1):
         logger.info("== sweep point %d/%d: %s", i, len(points), policy.name)
         engine = Engine(draft, target, policy, engine_config)
         config = {**run_config, "policy": policy.name}

@@ -1,16 +1,34 @@
-"""Routing policies and the one place that builds a policy from its name and options."""
+"""Routing policies, their options, and the registry that builds a policy from its name and options."""
 
 from arbitrage.policies.base import RoutingPolicy, StepView
 from arbitrage.policies.basic import DraftOnlyPolicy, RandomPolicy, TargetOnlyPolicy
-from arbitrage.policies.factory import POLICY_NAMES, PolicyOptions, build_policy
+from arbitrage.policies.factory import (
+    POLICIES,
+    POLICY_NAMES,
+    PolicyEntry,
+    build_policy,
+    needs_scorer,
+    policy_entry,
+    policy_options,
+)
+from arbitrage.policies.options import NoOptions, OracleOptions, RandomOptions, RouterOptions, RSDOptions
 
 __all__ = [
+    "POLICIES",
     "POLICY_NAMES",
     "DraftOnlyPolicy",
-    "PolicyOptions",
+    "NoOptions",
+    "OracleOptions",
+    "PolicyEntry",
+    "RSDOptions",
+    "RandomOptions",
     "RandomPolicy",
+    "RouterOptions",
     "RoutingPolicy",
     "StepView",
     "TargetOnlyPolicy",
     "build_policy",
+    "needs_scorer",
+    "policy_entry",
+    "policy_options",
 ]

@@ -57,9 +57,14 @@ class StepView:
 class RoutingPolicy(Protocol):
     """Decides, step by step, whether the target should (re)write the draft's step.
 
-    A policy may also set a class attribute ``skip_draft = True`` (target-only decoding): the engine
-    then never calls the draft and does not consult ``decide``.
+    ``skip_draft`` is False for every policy but target-only decoding: when True the engine never
+    calls the draft and does not consult ``decide`` (a class attribute ``skip_draft = False`` suffices).
     """
+
+    @property
+    def skip_draft(self) -> bool:
+        """True: the target writes every step and the draft is never called (``decide`` is not asked)."""
+        ...
 
     @property
     def name(self) -> str:

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import random
 
-from arbitrage.errors import ConfigError
 from arbitrage.policies.base import StepView
+from arbitrage.policies.options import RandomOptions
 from arbitrage.trace import Decision
 
 
@@ -13,6 +13,7 @@ class DraftOnlyPolicy:
     """Always accept the draft step (draft-only decoding)."""
 
     name = "draft"
+    skip_draft = False
 
     def decide(self, view: StepView) -> Decision:
         return Decision(escalate=False, reason="draft only")
@@ -38,9 +39,10 @@ class RandomPolicy:
     reproducible in any order and under any concurrency.
     """
 
+    skip_draft = False
+
     def __init__(self, p: float, seed: int = 0) -> None:
-        if not 0.0 <= p <= 1.0:
-            raise ConfigError(f"--p must be within [0, 1], got {p}")
+        RandomOptions(p=p, seed=seed)  # validates
         self.p = p
         self.seed = seed
 

@@ -1,87 +1,113 @@
-"""Build a routing policy from its name and options (the CLI, eval and server all come through here)."""
+"""The policy registry: each policy's name, its options class and how to build it (one entry each).
+
+``build_policy(name, options, scorer=...)`` is the one place that builds a policy (the CLI, eval, sweep
+and the server all come through here). Options are the policy's own validated dataclass
+(:mod:`arbitrage.policies.options`); the step scorer (PRM) is a dependency, passed to the build step,
+never an option. A new policy registers by adding one :class:`PolicyEntry` to :data:`POLICIES`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from arbitrage.errors import ConfigError
+from arbitrage.errors import ConfigError, PolicyOptionError
 from arbitrage.policies.base import RoutingPolicy
 from arbitrage.policies.basic import DraftOnlyPolicy, RandomPolicy, TargetOnlyPolicy
+from arbitrage.policies.options import (
+    NoOptions,
+    OracleOptions,
+    RandomOptions,
+    RouterOptions,
+    RSDOptions,
+    make_options,
+)
 
 if TYPE_CHECKING:
     from arbitrage.prm.base import StepScorer
 
+Builder = Callable[[Any, "StepScorer | None"], RoutingPolicy]  # (validated options, scorer) -> policy
+
 
 @dataclass(frozen=True, slots=True)
-class PolicyOptions:
-    """Every policy parameter any policy takes; each policy reads the ones it needs."""
+class PolicyEntry:
+    """One registered policy."""
 
-    p: float = 0.5  # random: escalation probability
-    seed: int = 0  # random: seed of the draws; oracle: seed of the extra target samples
-    scorer: StepScorer | None = None  # rsd, oracle: the process reward model
-    threshold: float = 0.7  # rsd: accept the draft step iff its reward >= threshold
-    tau: float = 0.0  # oracle: escalate iff s_target - s_draft > tau; router: escalate iff ŷ > tau
-    router_path: str | None = None  # router: folder of a router saved by `arbitrage train-router`
-    target_rate: float | None = None  # router: pick tau from the router's table for this escalation rate
-    target_samples: int = 1  # oracle: target samples averaged for s_target (k > 1 samples at temperature)
-    sample_temperature: float = 0.7  # oracle: temperature of the extra target samples
-    diagnose: bool = False  # rsd: also score escalated target steps (waste count; cost kept apart)
+    options: type[Any]  # its options dataclass (validated in __post_init__)
+    build: Builder  # builds the policy from an instance of ``options`` and the scorer (None if unneeded)
+    needs_scorer: bool = False  # it scores steps with a process reward model (build gets one)
 
 
-def _random(options: PolicyOptions) -> RoutingPolicy:
-    return RandomPolicy(options.p, seed=options.seed)
+def _scorer(name: str, scorer: StepScorer | None) -> StepScorer:
+    if scorer is None:
+        raise PolicyOptionError(f"The {name} policy needs a process reward model ({{prm}})", "prm")
+    return scorer
 
 
-def _router(options: PolicyOptions) -> RoutingPolicy:
-    from arbitrage.policies.router import build_router_policy
-
-    if options.target_rate is not None and options.tau != 0.0:
-        raise ConfigError("Give the router policy either --tau or --target-rate, not both")
-    tau = None if options.target_rate is not None else options.tau
-    return build_router_policy(options.router_path, tau, options.target_rate)
-
-
-def _scorer(options: PolicyOptions, policy: str) -> StepScorer:
-    if options.scorer is None:
-        raise ConfigError(f"The {policy} policy needs a process reward model (--prm)")
-    return options.scorer
-
-
-def _rsd(options: PolicyOptions) -> RoutingPolicy:
+def _rsd(options: RSDOptions, scorer: StepScorer | None) -> RoutingPolicy:
     from arbitrage.policies.reward import RSDPolicy
 
-    return RSDPolicy(_scorer(options, "rsd"), threshold=options.threshold, diagnose=options.diagnose)
+    return RSDPolicy(_scorer("rsd", scorer), threshold=options.threshold, diagnose=options.diagnose)
 
 
-def _oracle(options: PolicyOptions) -> RoutingPolicy:
+def _oracle(options: OracleOptions, scorer: StepScorer | None) -> RoutingPolicy:
     from arbitrage.policies.reward import OraclePolicy
 
     return OraclePolicy(
-        _scorer(options, "oracle"),
+        _scorer("oracle", scorer),
         tau=options.tau,
         target_samples=options.target_samples,
-        temperature=options.sample_temperature,
+        temperature=options.temperature,
         seed=options.seed,
     )
 
 
-POLICIES: dict[str, Callable[[PolicyOptions], RoutingPolicy]] = {
-    "draft": lambda _: DraftOnlyPolicy(),
-    "target": lambda _: TargetOnlyPolicy(),
-    "random": _random,
-    "rsd": _rsd,
-    "oracle": _oracle,
-    "router": _router,
+def _router(options: RouterOptions, _: StepScorer | None) -> RoutingPolicy:
+    from arbitrage.policies.router import build_router_policy
+
+    return build_router_policy(options)
+
+
+POLICIES: dict[str, PolicyEntry] = {
+    "draft": PolicyEntry(NoOptions, lambda _o, _s: DraftOnlyPolicy()),
+    "target": PolicyEntry(NoOptions, lambda _o, _s: TargetOnlyPolicy()),
+    "random": PolicyEntry(RandomOptions, lambda o, _s: RandomPolicy(o.p, seed=o.seed)),
+    "rsd": PolicyEntry(RSDOptions, _rsd, needs_scorer=True),
+    "oracle": PolicyEntry(OracleOptions, _oracle, needs_scorer=True),
+    "router": PolicyEntry(RouterOptions, _router),
 }
-SCORED_POLICIES = frozenset({"rsd", "oracle"})  # policies that need PolicyOptions.scorer
 POLICY_NAMES = tuple(POLICIES)
 
 
-def build_policy(name: str, options: PolicyOptions | None = None) -> RoutingPolicy:
+def policy_entry(name: str) -> PolicyEntry:
+    """The registry entry of ``name`` (ConfigError naming the known ones if there is none)."""
     try:
-        factory = POLICIES[name]
+        return POLICIES[name]
     except KeyError:
         raise ConfigError(f"Unknown policy {name!r} (known: {', '.join(POLICIES)})") from None
-    return factory(options or PolicyOptions())
+
+
+def needs_scorer(name: str) -> bool:
+    """Whether the policy ``name`` needs a step scorer (PRM) to be built."""
+    return policy_entry(name).needs_scorer
+
+
+def policy_options(name: str, values: Mapping[str, Any] | None = None, **more: Any) -> Any:
+    """The validated options object of policy ``name`` from loose values (strings are coerced).
+
+    >>> policy_options("random", p=0.3)
+    RandomOptions(p=0.3, seed=0)
+    """
+    return make_options(name, policy_entry(name).options, {**(values or {}), **more})
+
+
+def build_policy(name: str, options: Any = None, *, scorer: StepScorer | None = None) -> RoutingPolicy:
+    """Build policy ``name`` from its options (default: the policy's defaults) and, for policies that
+    score steps, the ``scorer``."""
+    entry = policy_entry(name)
+    if options is None:
+        options = policy_options(name)
+    elif not isinstance(options, entry.options):
+        raise ConfigError(f"The {name} policy takes {entry.options.__name__}, got {type(options).__name__}")
+    return entry.build(options, scorer)

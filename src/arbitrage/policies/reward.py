@@ -25,22 +25,10 @@ import hashlib
 import time
 
 from arbitrage.backends.base import StepOutput
-from arbitrage.errors import ConfigError
 from arbitrage.policies.base import StepView
+from arbitrage.policies.options import OracleOptions, RSDOptions
 from arbitrage.prm.base import StepScorer
 from arbitrage.trace import Decision
-
-
-def check_reward_options(threshold: float, tau: float, target_samples: int, temperature: float) -> None:
-    """Validate RSD / oracle parameters (the CLI calls it before loading any model)."""
-    if not 0.0 <= threshold <= 1.0:
-        raise ConfigError(f"--threshold must be within [0, 1], got {threshold}")
-    if not -1.0 <= tau <= 1.0:
-        raise ConfigError(f"--tau must be within [-1, 1], got {tau}")
-    if target_samples < 1:
-        raise ConfigError(f"--target-samples must be at least 1, got {target_samples}")
-    if target_samples > 1 and temperature <= 0:
-        raise ConfigError("Extra target samples need a sampling temperature > 0")
 
 
 class _Scoring:
@@ -65,8 +53,10 @@ class _Scoring:
 class RSDPolicy:
     """Accept the draft's step iff its PRM reward is at least ``threshold``."""
 
+    skip_draft = False
+
     def __init__(self, scorer: StepScorer, threshold: float = 0.7, diagnose: bool = False) -> None:
-        check_reward_options(threshold, 0.0, 1, 0.0)
+        RSDOptions(threshold=threshold, diagnose=diagnose)  # validates
         self.scorer = scorer
         self.threshold = threshold
         self.diagnose = diagnose
@@ -104,6 +94,8 @@ class RSDPolicy:
 class OraclePolicy:
     """Keep the target's step iff its (mean) reward beats the draft's by more than ``tau``."""
 
+    skip_draft = False
+
     def __init__(
         self,
         scorer: StepScorer,
@@ -112,7 +104,7 @@ class OraclePolicy:
         temperature: float = 0.7,
         seed: int = 0,
     ) -> None:
-        check_reward_options(0.0, tau, target_samples, temperature)
+        OracleOptions(tau=tau, target_samples=target_samples, temperature=temperature, seed=seed)  # validates
         self.scorer = scorer
         self.tau = tau
         self.target_samples = target_samples

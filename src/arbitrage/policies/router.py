@@ -9,8 +9,8 @@ go to the target. The engine counts the router's time in each step's ``policy_se
 
 from __future__ import annotations
 
-from arbitrage.errors import ConfigError
 from arbitrage.policies.base import StepView
+from arbitrage.policies.options import RouterOptions, check_unit
 from arbitrage.router.base import Router, RouterExample
 from arbitrage.trace import Decision
 
@@ -21,13 +21,12 @@ WARM_UP = RouterExample(question="1 + 1?", steps=(), roles=(), draft_text="1 + 1
 class RouterPolicy:
     """Escalate when ``router.score(...) > tau``."""
 
+    skip_draft = False
+
     def __init__(
         self, router: Router, tau: float, *, target_rate: float | None = None, source: str = ""
     ) -> None:
-        if not 0.0 <= tau <= 1.0:
-            raise ConfigError(
-                f"--tau must be within [0, 1] for the router policy (ŷ is in [0, 1]), got {tau}"
-            )
+        check_unit("tau", tau, " for the router policy (ŷ is in [0, 1])")
         self.router = router
         self.tau = tau
         self.target_rate = target_rate  # the rate τ was chosen for, when it was chosen from the table
@@ -50,23 +49,12 @@ class RouterPolicy:
         )
 
 
-def build_router_policy(
-    path: str | None, tau: float | None, target_rate: float | None, device: str = "auto"
-) -> RouterPolicy:
-    """Load the router at ``path`` and fix τ: given, or from the τ table for ``target_rate``."""
+def build_router_policy(options: RouterOptions, device: str = "auto") -> RouterPolicy:
+    """Load the router at ``options.path`` and fix τ: given, or from the τ table for ``target_rate``."""
     from arbitrage.router.store import load_router
 
-    if not path:
-        raise ConfigError("--policy router needs --router PATH (a folder from `arbitrage train-router`)")
-    if target_rate is not None and tau is not None:
-        raise ConfigError("Give the router policy either --tau or --target-rate, not both")
-    if target_rate is None and tau is None:
-        raise ConfigError("The router policy needs --tau τ (escalate when ŷ > τ) or --target-rate r")
-    if tau is not None and not 0.0 <= tau <= 1.0:
-        raise ConfigError(f"--tau must be within [0, 1] for the router policy (ŷ is in [0, 1]), got {tau}")
-    if target_rate is not None and not 0.0 <= target_rate <= 1.0:
-        raise ConfigError(f"--target-rate must be within [0, 1], got {target_rate}")
-    loaded = load_router(path, device=device)
+    tau, target_rate = options.tau, options.target_rate  # validated: exactly one is set
+    loaded = load_router(options.path, device=device)
     if target_rate is not None:
         tau = loaded.tau_for_rate(target_rate).tau
     assert tau is not None

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
-from arbitrage.errors import ArbitrageError
+from arbitrage.errors import RouterError
 
 if TYPE_CHECKING:
     import numpy as np
@@ -26,10 +26,6 @@ if TYPE_CHECKING:
     from arbitrage.backends.base import StepOutput
     from arbitrage.router.labels import LabelScheme
     from arbitrage.trace import StepRecord
-
-
-class RouterError(ArbitrageError):
-    """Router data, training options or a saved router folder are unusable."""
 
 
 @dataclass(frozen=True, slots=True)

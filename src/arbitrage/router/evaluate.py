@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from arbitrage.router.base import RouterError
+from arbitrage.errors import RouterError
 from arbitrage.router.metrics import RouterMetrics, router_metrics
 from arbitrage.router.store import LoadedRouter, fingerprint
 from arbitrage.router.train import RouterData, TrainOptions, fit_router, labelled, prepare, variant

@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from arbitrage.router.base import RouterError
+from arbitrage.errors import RouterError
 
 CLASS_COUNTS = (2, 4, 10)
 SCORE_MAPPINGS = ("p_positive", "expected")

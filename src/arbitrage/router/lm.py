@@ -50,7 +50,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from arbitrage.router.base import RouterError, RouterExample
+from arbitrage.errors import RouterError
+from arbitrage.router.base import RouterExample
 from arbitrage.router.labels import LabelScheme
 
 if TYPE_CHECKING:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from arbitrage.router.base import RouterError
+from arbitrage.errors import RouterError
 
 DEFAULT_METRIC_TAU = 0.5
 

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from arbitrage.router.base import Router, RouterError, SavableRouter
+from arbitrage.errors import RouterError
+from arbitrage.router.base import Router, SavableRouter
 from arbitrage.router.labels import LabelScheme
 from arbitrage.router.metrics import TauRow, tau_for_rate
 

@@ -29,7 +29,8 @@ from typing import Any
 
 import numpy as np
 
-from arbitrage.router.base import Router, RouterError, RouterExample, SavableRouter
+from arbitrage.errors import RouterError
+from arbitrage.router.base import Router, RouterExample, SavableRouter
 from arbitrage.router.labels import CLASS_COUNTS, SCORE_MAPPINGS, LabelScheme, fit_scheme
 from arbitrage.router.lm import LMOptions
 from arbitrage.router.metrics import RouterMetrics, TauRow, router_metrics, tau_table

@@ -31,9 +31,17 @@ from fastapi.responses import JSONResponse, Response
 from arbitrage.backends.base import Generator
 from arbitrage.engine import Engine, EngineConfig, StepCallback, StopCheck
 from arbitrage.errors import ArbitrageError
-from arbitrage.policies import PolicyOptions, RoutingPolicy
+from arbitrage.policies import RoutingPolicy
+from arbitrage.prm.base import StepScorer
 from arbitrage.server.errors import APIError, bad_request, error_body, install_error_handlers
-from arbitrage.server.jobs import PolicyCache, SolveJob, base_policy_options, build_job, check_policies
+from arbitrage.server.jobs import (
+    PolicyCache,
+    SolveJob,
+    base_policy_options,
+    build_job,
+    check_policies,
+    needs_scorer_for,
+)
 from arbitrage.server.metrics import CONTENT_TYPE, ServerMetrics, SolveOutcome
 from arbitrage.server.responses import (
     arbitrage_report,
@@ -82,6 +90,15 @@ class SolveEngine(Protocol):
 
 EngineFactory = Callable[[Generator, Generator, RoutingPolicy, EngineConfig], SolveEngine]
 GeneratorLoader = Callable[[ServerSettings], tuple[Generator, Generator]]
+ScorerLoader = Callable[[ServerSettings], StepScorer]
+
+
+def load_prm(settings: ServerSettings) -> StepScorer:
+    """Load the PRM the settings name, once, its calls serialised across the solve slots."""
+    from arbitrage.prm.registry import ScorerOptions, load_scorer
+    from arbitrage.run import SerialScorer
+
+    return SerialScorer(load_scorer(settings.prm, ScorerOptions(n_ctx=settings.n_ctx)))
 
 
 def load_generators(settings: ServerSettings) -> tuple[Generator, Generator]:
@@ -110,7 +127,7 @@ class ServerState:
     settings: ServerSettings
     draft: Generator
     target: Generator
-    base_options: PolicyOptions  # the server's policy options; requests override within limits
+    base_options: dict[str, Any]  # policy name -> the server's options of it; requests override some
     policy_name: str  # description of the served policy, e.g. "random(p=0.5)"
     runner: SolveRunner
     metrics: ServerMetrics
@@ -363,33 +380,54 @@ def create_app(
     *,
     generators: tuple[Generator, Generator] | None = None,
     loader: GeneratorLoader = load_generators,
+    scorer_loader: ScorerLoader = load_prm,
     engine_factory: EngineFactory = Engine,
     policies: PolicyCache | None = None,
 ) -> FastAPI:
     """The server app.
 
     ``generators`` (draft, target) are used as given and left open at shutdown; otherwise ``loader``
-    loads them at startup and the app closes them at shutdown. The served policy is built here, so a
-    bad policy or option fails now (``policies`` may hold it already, built by the caller).
+    loads them at startup and the app closes them at shutdown. Policies that score steps (rsd, oracle)
+    use ``policies.scorer``; when no ``policies`` (with a scorer) are given and a served policy needs a
+    PRM, ``scorer_loader`` loads ``settings.prm`` at startup, once, and the app closes it at shutdown.
+    Policy options are checked here, so a bad option fails now; the served policy is built now too,
+    unless it waits for the PRM loaded at startup (``policies`` may hold it already, built by the caller).
     """
     settings = settings or load_server_settings()
     check_policies(settings)
     base_options = base_policy_options(settings)
     policies = policies or PolicyCache()
-    default = policies.get(settings.policy, base_options)
+    load_scorer_at_start = needs_scorer_for(settings) and policies.scorer is None
+    default_name = (
+        None if load_scorer_at_start else policies.get(settings.policy, base_options[settings.policy]).name
+    )
     metrics = ServerMetrics(settings.max_concurrency, settings.max_queue)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        owned = generators is None
-        draft, target = generators if generators is not None else await asyncio.to_thread(loader, settings)
-        try:
+        async with contextlib.AsyncExitStack() as stack:
+            policy_name = default_name
+            if load_scorer_at_start:
+                policies.scorer = await asyncio.to_thread(scorer_loader, settings)
+                stack.callback(_close_quietly, policies.scorer)
+                stack.callback(setattr, policies, "scorer", None)
+                default = await asyncio.to_thread(
+                    policies.get, settings.policy, base_options[settings.policy]
+                )
+                policy_name = default.name
+            if generators is not None:
+                draft, target = generators
+            else:
+                draft, target = await asyncio.to_thread(loader, settings)
+                for model in (draft, target):
+                    stack.callback(_close_quietly, model)
+            assert policy_name is not None
             state = ServerState(
                 settings=settings,
                 draft=draft,
                 target=target,
                 base_options=base_options,
-                policy_name=default.name,
+                policy_name=policy_name,
                 runner=SolveRunner(settings.max_concurrency, settings.max_queue, metrics),
                 metrics=metrics,
                 engine_factory=engine_factory,
@@ -401,15 +439,10 @@ def create_app(
                 settings.model_id,
                 draft.name,
                 target.name,
-                default.name,
+                policy_name,
             )
             yield
             await asyncio.to_thread(state.runner.shutdown)
-        finally:
-            if owned:
-                for model in (draft, target):
-                    with contextlib.suppress(Exception):
-                        model.close()
 
     app = FastAPI(
         title="arbitrage",
@@ -459,6 +492,11 @@ def create_app(
         return Response(_state(request).metrics.exposition(), media_type=CONTENT_TYPE)
 
     return app
+
+
+def _close_quietly(thing: Generator | StepScorer) -> None:
+    with contextlib.suppress(Exception):
+        thing.close()
 
 
 def app_from_env() -> FastAPI:

@@ -5,9 +5,10 @@ Per-request overrides are checked against the server settings:
 - ``model``: the served id (the configured policy), ``<id>/draft`` (draft-only decoding) or
   ``<id>/target`` (target-only decoding); anything else is a 404, as with OpenAI.
 - ``arbitrage.policy``: one of the server's ``policy`` + ``allowed_policies``.
-- ``arbitrage.policy_params``: numeric :class:`~arbitrage.policies.PolicyOptions` fields that the server
-  lists in ``param_limits``, within their ranges. Nothing here names a policy: a parameter becomes
-  settable as soon as ``PolicyOptions`` has the field and the server lists a range for it.
+- ``arbitrage.policy_params``: numeric options of the request's policy (its options dataclass in
+  :mod:`arbitrage.policies.options`) that the server lists in ``param_limits``, within their ranges.
+  Nothing here names a policy: a parameter becomes settable as soon as a registered policy has the
+  option and the server lists a range for it.
 - ``max_tokens``/``max_completion_tokens``, ``arbitrage.max_steps``, ``arbitrage.max_step_tokens``: at
   most the server's ``*_limit`` settings.
 
@@ -16,24 +17,32 @@ Policies are built in the worker thread through :class:`PolicyCache` (a policy m
 
 from __future__ import annotations
 
-import dataclasses
 import threading
-import typing
 from collections import OrderedDict
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any, Literal
-
-from pydantic import TypeAdapter, ValidationError
+from typing import TYPE_CHECKING, Any, Literal
 
 from arbitrage.backends.base import StepParams
 from arbitrage.engine import EngineConfig
-from arbitrage.errors import ConfigError
-from arbitrage.policies import POLICY_NAMES, PolicyOptions, RoutingPolicy, build_policy
+from arbitrage.errors import ConfigError, PolicyOptionError
+from arbitrage.policies import (
+    POLICIES,
+    POLICY_NAMES,
+    RoutingPolicy,
+    build_policy,
+    needs_scorer,
+    policy_entry,
+    policy_options,
+)
+from arbitrage.policies.options import option_types, override
 from arbitrage.server.errors import APIError, bad_request, unsupported
 from arbitrage.server.schemas import ArbitrageOptions, ChatCompletionRequest, CompletionRequest
 from arbitrage.server.settings import ServerSettings
 from arbitrage.server.text import chat_question, completion_question, stop_sequences
+
+if TYPE_CHECKING:
+    from arbitrage.prm.base import StepScorer
 
 Kind = Literal["chat", "completion"]
 
@@ -46,7 +55,7 @@ class SolveJob:
     model: str  # the model id the request named, echoed in the response
     question: str
     policy: str  # policy name for build_policy
-    policy_options: PolicyOptions
+    policy_options: Any  # that policy's options object (arbitrage.policies.options), validated
     config: EngineConfig
     stops: tuple[str, ...]  # stop sequences (answer ends before the first)
     timeout: float  # seconds from arrival, queue wait included
@@ -55,68 +64,89 @@ class SolveJob:
     include_steps: bool  # per-step details in the arbitrage extension
 
 
-def option_types() -> dict[str, Any]:
-    """``PolicyOptions`` field name → type (resolved annotations)."""
-    try:
-        return typing.get_type_hints(PolicyOptions)
-    except Exception:  # an annotation that cannot be resolved: fall back to the declared strings
-        return {f.name: f.type for f in dataclasses.fields(PolicyOptions)}
+def all_option_names() -> dict[str, None]:
+    """Every option name of every registered policy, in registry order (a set that keeps order)."""
+    return {name: None for entry in POLICIES.values() for name in option_types(entry.options)}
 
 
-def make_policy_options(values: Mapping[str, Any], base: PolicyOptions | None = None) -> PolicyOptions:
-    """``base`` (or the defaults) with ``values`` set, each validated against its field's type."""
-    types = option_types()
-    unknown = sorted(set(values) - set(types))
+def settings_field(option: str) -> str:
+    """How the server spells a policy option in its settings (``policy_options.tau``)."""
+    return f"policy_options.{option}"
+
+
+def make_policy_options(policy: str, values: Mapping[str, Any], base: Any = None) -> Any:
+    """The options of ``policy``: ``base`` (or the policy's defaults) with ``values`` set, each coerced
+    to its field's type and validated (:class:`~arbitrage.errors.PolicyOptionError` if not); a value
+    replaces its alternative in ``base`` (a request's ``tau`` replaces the server's ``target_rate``)."""
+    return policy_options(policy, values) if base is None else override(policy, base, values)
+
+
+def base_policy_options(settings: ServerSettings) -> dict[str, Any]:
+    """The options of every policy the server may run, from its ``policy_options``.
+
+    Each policy takes the keys it has an option for (and ``seed`` from the settings unless they set
+    one); a key that no served policy has is an error, so a misspelt option never goes unnoticed.
+    """
+    names = dict.fromkeys((*settings.served_policies, "draft", "target"))
+    fields = {name: option_types(policy_entry(name).options) for name in names}
+    known = {option for options in fields.values() for option in options}
+    unknown = sorted(set(settings.policy_options) - known)
     if unknown:
-        raise ConfigError(
-            f"Unknown policy option {unknown[0]!r} (this version's policies know: {', '.join(types)})"
+        served = ", ".join(sorted(known)) or "none"
+        raise PolicyOptionError(
+            f"Unknown policy option {unknown[0]!r} (the served policies' options: {served})"
         )
-    coerced: dict[str, Any] = {}
-    for name, value in values.items():
-        try:
-            coerced[name] = TypeAdapter(types[name]).validate_python(value)
-        except (ValidationError, TypeError) as exc:
-            detail = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
-            raise ConfigError(f"Invalid policy option {name}={value!r}: {detail}") from None
-    return dataclasses.replace(base or PolicyOptions(), **coerced)
-
-
-def base_policy_options(settings: ServerSettings) -> PolicyOptions:
-    """The server's policy options: its ``policy_options``, seeded with ``seed`` unless they set one."""
-    values = dict(settings.policy_options)
-    if "seed" in option_types():
-        values.setdefault("seed", settings.seed)
-    return make_policy_options(values)
+    result = {}
+    for name, options in fields.items():
+        values = {k: v for k, v in settings.policy_options.items() if k in options}
+        if "seed" in options:
+            values.setdefault("seed", settings.seed)
+        result[name] = policy_options(name, values)
+    return result
 
 
 def check_policies(settings: ServerSettings) -> None:
-    """Fail at startup on policies the server cannot build."""
+    """Fail at startup on policies the server cannot build or options they do not take (before any
+    model loads); option errors name their ``policy_options`` fields."""
     for name in settings.served_policies:
         if name not in POLICY_NAMES:
             raise ConfigError(f"Unknown policy {name!r} (known: {', '.join(POLICY_NAMES)})")
+    try:
+        base_policy_options(settings)
+    except PolicyOptionError as exc:
+        raise ConfigError(f"Invalid server settings: {exc.render(settings_field)}") from None
+
+
+def needs_scorer_for(settings: ServerSettings) -> bool:
+    """Whether a policy the server may run scores steps with a PRM (then the PRM is loaded once)."""
+    return any(needs_scorer(name) for name in settings.served_policies)
 
 
 class PolicyCache:
     """Policies built per (name, options) and shared by requests (bounded, least recently used first out).
 
-    Building happens under a lock, so a policy that loads a model is never loaded twice at once.
+    Building happens under a lock, so a policy that loads a model is never loaded twice at once. Policies
+    that score steps get ``scorer`` (the server's one PRM; its calls are serialised, see
+    :class:`arbitrage.run.SerialScorer`).
     """
 
-    def __init__(self, size: int = 8) -> None:
+    def __init__(self, size: int = 8, scorer: StepScorer | None = None) -> None:
         self.size = size
-        self._items: OrderedDict[tuple[str, PolicyOptions], RoutingPolicy] = OrderedDict()
+        self.scorer = scorer  # the PRM handed to policies that need one
+        self._items: OrderedDict[tuple[str, Any], RoutingPolicy] = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, name: str, options: PolicyOptions) -> RoutingPolicy:
+    def add(self, name: str, options: Any, policy: RoutingPolicy) -> None:
+        """Keep a policy built elsewhere (e.g. by a :class:`~arbitrage.run.Run`) for ``(name, options)``."""
+        with self._lock:
+            self._items[(name, options)] = policy
+
+    def get(self, name: str, options: Any) -> RoutingPolicy:
         key = (name, options)
-        try:
-            hash(key)
-        except TypeError:  # options holding an unhashable value: build every time
-            return build_policy(name, options)
         with self._lock:
             policy = self._items.get(key)
             if policy is None:
-                policy = build_policy(name, options)
+                policy = build_policy(name, options, scorer=self.scorer)
                 self._items[key] = policy
                 while len(self._items) > self.size:
                     self._items.popitem(last=False)
@@ -155,10 +185,12 @@ def resolve_model(model: str, requested_policy: str | None, settings: ServerSett
 
 
 def request_policy_options(
-    params: Mapping[str, float | int], seed: int | None, base: PolicyOptions, settings: ServerSettings
-) -> PolicyOptions:
-    """``base`` with the request's policy parameters (within the server's limits) and seed."""
-    types = option_types()
+    policy: str, params: Mapping[str, float | int], seed: int | None, base: Any, settings: ServerSettings
+) -> Any:
+    """``base`` (the server's options of ``policy``) with the request's policy parameters (within the
+    server's limits) and seed."""
+    types = all_option_names()
+    own = option_types(policy_entry(policy).options)
     settable = [n for n in settings.param_limits if n in types]
     values: dict[str, Any] = {}
     for name, value in params.items():
@@ -177,13 +209,20 @@ def request_policy_options(
                 f"[{limit.min:g}, {limit.max:g}]",
                 param=param,
             )
+        if name not in own:
+            raise bad_request(
+                f"Policy parameter '{name}' does not apply to the {policy} policy "
+                f"(its options: {', '.join(own) or 'none'})",
+                param=param,
+            )
         values[name] = value
-    if seed is not None and "seed" in types:
+    if seed is not None and "seed" in own:
         values["seed"] = seed
     try:
-        return make_policy_options(values, base)
-    except ConfigError as exc:
-        raise bad_request(str(exc), param="arbitrage.policy_params") from None
+        return make_policy_options(policy, values, base)
+    except PolicyOptionError as exc:
+        field = f"arbitrage.policy_params.{exc.options[0]}" if exc.options else "arbitrage.policy_params"
+        raise bad_request(exc.render(lambda n: f"arbitrage.policy_params.{n}"), param=field) from None
 
 
 def _limited(value: int | None, default: int, limit: int, param: str) -> int:
@@ -229,7 +268,7 @@ def _refuse_unsupported(request: ChatCompletionRequest | CompletionRequest) -> N
 
 
 def build_job(
-    request: ChatCompletionRequest | CompletionRequest, settings: ServerSettings, base: PolicyOptions
+    request: ChatCompletionRequest | CompletionRequest, settings: ServerSettings, base: Mapping[str, Any]
 ) -> SolveJob:
     """Validate ``request`` against the server's settings and resolve it into a job (APIError if not)."""
     _refuse_unsupported(request)
@@ -247,7 +286,9 @@ def build_job(
         max_tokens = request.max_tokens
     options = request.arbitrage or ArbitrageOptions()
     policy = resolve_model(request.model, options.policy, settings)
-    policy_options = request_policy_options(options.policy_params, request.seed, base, settings)
+    policy_options = request_policy_options(
+        policy, options.policy_params, request.seed, base[policy], settings
+    )
     total = _limited(max_tokens, settings.max_tokens, settings.max_tokens_limit, "max_tokens")
     per_step = _limited(
         options.max_step_tokens,

@@ -25,6 +25,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from arbitrage.errors import ConfigError
 from arbitrage.models.registry import DEFAULT_DRAFT, DEFAULT_TARGET
+from arbitrage.prm.registry import DEFAULT_PRM
 from arbitrage.prompts import DEFAULT_SEPARATOR, DEFAULT_SYSTEM, DEFAULT_USER_TEMPLATE
 
 ContextMessages = Literal["fold", "ignore", "reject"]
@@ -45,9 +46,9 @@ class ParamLimit(BaseModel):
         return self
 
 
-# Policy parameters a request may override by default, and their ranges. A name only takes effect once
-# ``PolicyOptions`` has a field of that name (the rsd/oracle/router policies add theirs), so the
-# defaults can name parameters of policies that are not installed.
+# Policy parameters a request may override by default, and their ranges. A name applies to a request
+# only when its policy has an option of that name (arbitrage.policies.options), so the defaults can name
+# parameters of policies other than the served one.
 DEFAULT_PARAM_LIMITS: dict[str, ParamLimit] = {
     "p": ParamLimit(min=0.0, max=1.0),  # random: escalation probability
     "threshold": ParamLimit(min=0.0, max=1.0),  # rsd: reward threshold
@@ -67,7 +68,8 @@ class ServerSettings(BaseSettings):
     draft: str = DEFAULT_DRAFT  # draft model spec (named model, .gguf path, backend spec)
     target: str = DEFAULT_TARGET  # target model spec
     policy: str = "random"  # routing policy served under ``model_id``
-    policy_options: dict[str, Any] = Field(default_factory=dict)  # PolicyOptions fields, e.g. {"p": 0.3}
+    policy_options: dict[str, Any] = Field(default_factory=dict)  # served policies' options, e.g. {"p": 0.3}
+    prm: str = DEFAULT_PRM  # step scorer (PRM) spec; loaded once at startup iff rsd or oracle is served
     allowed_policies: list[str] = Field(default_factory=list)  # other policies a request may pick
     param_limits: dict[str, ParamLimit] = Field(default_factory=lambda: dict(DEFAULT_PARAM_LIMITS))
     model_id: str = Field(default="arbitrage", min_length=1)  # the id clients put in ``model``

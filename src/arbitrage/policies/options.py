@@ -1,0 +1,177 @@
+"""Each routing policy's own options: a small frozen dataclass, validated once, when it is made.
+
+An options object that exists is valid: its ``__post_init__`` checks every field and raises
+:class:`~arbitrage.errors.PolicyOptionError`, whose message names the options at fault so that the
+CLI can spell them as flags (``--tau``) and the server as fields (``policy_options.tau``). Nothing
+here stands in for "not given": a router given neither ``tau`` nor ``target_rate`` is an error, never
+``tau = 0``. Live dependencies (the step scorer) are not options: they go to
+:func:`arbitrage.policies.build_policy` as arguments.
+
+:func:`make_options` builds an options object from loose values (a config file's strings, a sweep
+point's floats), coercing each to its field's type and rejecting names the policy does not have.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import TypeAdapter, ValidationError
+
+from arbitrage.errors import PolicyOptionError
+
+
+def check_unit(name: str, value: float, why: str = "") -> None:
+    """``value`` must lie in [0, 1] (a probability, a reward, ŷ)."""
+    if not 0.0 <= value <= 1.0:
+        raise PolicyOptionError(f"{{{name}}} must be within [0, 1]{why}, got {value:g}", name)
+
+
+@dataclass(frozen=True, slots=True)
+class NoOptions:
+    """Options of a policy that takes none (draft, target)."""
+
+
+@dataclass(frozen=True, slots=True)
+class RandomOptions:
+    """``random``: escalate each step with probability ``p``."""
+
+    p: float = 0.5  # probability of escalating a step, in [0, 1]
+    seed: int = 0  # seed of the per-step draws (with the question and step index)
+
+    def __post_init__(self) -> None:
+        check_unit("p", self.p)
+
+
+@dataclass(frozen=True, slots=True)
+class RSDOptions:
+    """``rsd``: accept the draft's step iff its PRM reward is at least ``threshold``."""
+
+    threshold: float = 0.7  # reward threshold, in [0, 1]
+    diagnose: bool = False  # also score escalated target steps (wasted-escalation count; cost kept apart)
+
+    def __post_init__(self) -> None:
+        check_unit("threshold", self.threshold)
+
+
+@dataclass(frozen=True, slots=True)
+class OracleOptions:
+    """``oracle``: keep the target's step iff its (mean) reward beats the draft's by more than ``tau``."""
+
+    tau: float = 0.0  # advantage threshold τ on Δ = s_target − s_draft, in [-1, 1]
+    target_samples: int = 1  # k target samples averaged for s_target (k − 1 extra, sampled)
+    temperature: float = 0.7  # sampling temperature of the extra target samples (> 0 when k > 1)
+    seed: int = 0  # seed of the extra target samples (with the question, step and sample index)
+
+    def __post_init__(self) -> None:
+        if not -1.0 <= self.tau <= 1.0:
+            raise PolicyOptionError(f"{{tau}} must be within [-1, 1], got {self.tau:g}", "tau")
+        if self.target_samples < 1:
+            raise PolicyOptionError(
+                f"{{target_samples}} must be at least 1, got {self.target_samples}", "target_samples"
+            )
+        if self.target_samples > 1 and self.temperature <= 0:
+            raise PolicyOptionError(
+                "Extra target samples ({target_samples} > 1) need a sampling {temperature} > 0",
+                "target_samples",
+                "temperature",
+            )
+
+
+@dataclass(frozen=True, slots=True)
+class RouterOptions:
+    """``router``: escalate when a trained router's score ŷ exceeds τ; τ given, or read from the router's
+    τ table for a target escalation rate. Exactly one of ``tau`` and ``target_rate``."""
+
+    # setting one of two alternatives on top of existing options clears the other (see override())
+    ALTERNATIVES: ClassVar[dict[str, str]] = {"tau": "target_rate", "target_rate": "tau"}
+
+    path: str = field(metadata={"missing": "PATH (a folder from `arbitrage train-router`)"})  # router folder
+    tau: float | None = None  # escalate iff ŷ > tau, in [0, 1]
+    target_rate: float | None = None  # or: the share of steps to escalate, in [0, 1]
+
+    def __post_init__(self) -> None:
+        if not self.path:
+            raise PolicyOptionError(
+                "The router policy needs {path} PATH (a folder from `arbitrage train-router`)", "path"
+            )
+        if self.tau is not None and self.target_rate is not None:
+            raise PolicyOptionError(
+                "Give the router policy either {tau} or {target_rate}, not both", "tau", "target_rate"
+            )
+        if self.tau is None and self.target_rate is None:
+            raise PolicyOptionError(
+                "The router policy needs {tau} τ (escalate when ŷ > τ) or {target_rate} r",
+                "tau",
+                "target_rate",
+            )
+        if self.tau is not None:
+            check_unit("tau", self.tau, " for the router policy (ŷ is in [0, 1])")
+        if self.target_rate is not None:
+            check_unit("target_rate", self.target_rate)
+
+
+def option_types(cls: type[Any]) -> dict[str, Any]:
+    """Field name → resolved type of an options dataclass."""
+    hints = typing.get_type_hints(cls)
+    return {f.name: hints[f.name] for f in dataclasses.fields(cls)}
+
+
+def make_options(policy: str, cls: type[Any], values: Mapping[str, Any]) -> Any:
+    """An options object of class ``cls`` from ``values``, each coerced to its field's type.
+
+    Raises :class:`PolicyOptionError` for a name ``cls`` lacks, a value of the wrong type, a missing
+    required option, or a value out of range.
+    """
+    types = option_types(cls)
+    unknown = sorted(set(values) - set(types))
+    if unknown:
+        known = ", ".join(types) or "none"
+        raise PolicyOptionError(
+            f"Unknown policy option {unknown[0]!r} for the {policy} policy (its options: {known})"
+        )
+    coerced: dict[str, Any] = {}
+    for name, value in values.items():
+        try:
+            coerced[name] = TypeAdapter(types[name]).validate_python(value)
+        except ValidationError as exc:
+            detail = exc.errors()[0]["msg"]
+            raise PolicyOptionError(f"Invalid policy option {name}={value!r}: {detail}") from None
+    missing = [f for f in dataclasses.fields(cls) if f.name not in coerced and _required(f)]
+    if missing:
+        hint = missing[0].metadata.get("missing", "")
+        raise PolicyOptionError(
+            f"The {policy} policy needs {{{missing[0].name}}} {hint}".strip(), missing[0].name
+        )
+    return cls(**coerced)
+
+
+def override(policy: str, options: Any, values: Mapping[str, Any]) -> Any:
+    """``options`` with ``values`` set (coerced and validated like :func:`make_options`). Setting one of
+    a class's ``ALTERNATIVES`` (the router's ``tau`` / ``target_rate``) clears the other."""
+    current = dataclasses.asdict(options)
+    for name in values:
+        other = getattr(type(options), "ALTERNATIVES", {}).get(name)
+        if other is not None and other not in values:
+            current[other] = None
+    return make_options(policy, type(options), {**current, **values})
+
+
+def _required(f: dataclasses.Field[Any]) -> bool:
+    return f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING
+
+
+__all__ = [
+    "NoOptions",
+    "OracleOptions",
+    "RSDOptions",
+    "RandomOptions",
+    "RouterOptions",
+    "check_unit",
+    "make_options",
+    "option_types",
+    "override",
+]

@@ -1,0 +1,208 @@
+"""One run's wiring: load the draft, the target, the PRM (only when a policy needs one), the policies
+(a router loads here) and the step/score caches, and close them all together.
+
+``solve``, ``eval``, ``sweep`` and ``serve`` open a :class:`Run`; so can Python code::
+
+    from arbitrage import Run, RunSpec
+
+    with Run(RunSpec(draft="smollm2-135m", target="smollm2-135m", policies=["random"])) as run:
+        trace = run.engine().solve("What is 2 + 3?")
+
+Everything opened is registered on one :class:`contextlib.ExitStack` as soon as it exists, so a load
+that fails (a missing target file, say) closes what was loaded before it, and leaving the ``with``
+block closes everything, last opened first. Loading order: the cache file, the PRM, the policies (so a
+bad router folder fails before any large model loads), the draft, the target.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import hashlib
+import json
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any
+
+from arbitrage.backends.base import Generator
+from arbitrage.backends.loader import GeneratorOptions, load_generator
+from arbitrage.engine import Engine, EngineConfig
+from arbitrage.errors import ConfigError
+from arbitrage.models.registry import DEFAULT_DRAFT, DEFAULT_TARGET
+from arbitrage.policies import RoutingPolicy, build_policy, needs_scorer, policy_options
+from arbitrage.prm.registry import DEFAULT_PRM, ScorerOptions, load_scorer
+from arbitrage.prompts import PromptStyle
+
+if TYPE_CHECKING:
+    from arbitrage.prm.base import StepScorer, StepScores
+
+logger = logging.getLogger(__name__)
+
+ModelLoader = Callable[[str, GeneratorOptions], Generator]  # (spec, options) -> generator
+ScorerLoader = Callable[[str, ScorerOptions], "StepScorer"]  # (spec, options) -> step scorer
+PolicyChoice = str | tuple[str, Any]  # a policy name (its default options), or (name, options object)
+
+
+@dataclass(frozen=True, slots=True)
+class RunSpec:
+    """What a run loads. Read by :class:`Run`."""
+
+    draft: str = DEFAULT_DRAFT  # draft model spec: named model, .gguf path, or backend spec
+    target: str = DEFAULT_TARGET  # target model spec (same forms)
+    policies: Sequence[PolicyChoice] = ()  # policies built at open, in order (Run.policies)
+    prm: str = DEFAULT_PRM  # step scorer spec, loaded only when a policy needs one (or with_prm)
+    with_prm: bool = False  # load the PRM even when no listed policy needs it (e.g. data collection)
+    n_ctx: int = 4096  # context window of local models (and local judge PRMs)
+    seed: int = 0  # seed of the models' sampling
+    prompt_style: PromptStyle = field(default_factory=PromptStyle)  # shared by draft and target
+    cache: Path | None = None  # SQLite file replaying model steps and PRM scores; None: all calls live
+    shared_scorer: bool = False  # the PRM is called from several threads: serialise its calls
+
+
+class SerialScorer:
+    """A step scorer whose calls run one at a time (a local PRM holds one KV cache).
+
+    A caller waiting for the lock waits inside its policy's decision, so the wait is counted in that
+    step's ``policy_seconds`` and in the solve's latency; ``StepScores.seconds`` stays the PRM's own time.
+    """
+
+    def __init__(self, inner: StepScorer) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._lock = threading.Lock()
+
+    def score(self, question: str, steps: Sequence[str], *, only_last: bool = True) -> StepScores:
+        with self._lock:
+            return self.inner.score(question, steps, only_last=only_last)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def _options_of(choice: PolicyChoice) -> tuple[str, Any]:
+    if isinstance(choice, str):
+        return choice, policy_options(choice)
+    return choice
+
+
+class Run:
+    """The loaded parts of one run (see the module docstring); a context manager."""
+
+    def __init__(
+        self,
+        spec: RunSpec,
+        *,
+        load_model: ModelLoader = load_generator,
+        load_prm: ScorerLoader = load_scorer,
+    ) -> None:
+        self.spec = spec
+        self._load_model = load_model
+        self._load_prm = load_prm
+        self._stack = contextlib.ExitStack()
+        self._open = False
+        self.draft: Generator  # set by open()
+        self.target: Generator
+        self.scorer: StepScorer | None = None  # the PRM, when loaded
+        self.policies: list[RoutingPolicy] = []  # built from spec.policies, in order
+
+    @property
+    def generator_options(self) -> GeneratorOptions:
+        return GeneratorOptions(
+            n_ctx=self.spec.n_ctx, seed=self.spec.seed, prompt_style=self.spec.prompt_style
+        )
+
+    @property
+    def needs_prm(self) -> bool:
+        """Whether this run loads a PRM: asked for, or needed by one of its policies."""
+        return self.spec.with_prm or any(needs_scorer(_options_of(c)[0]) for c in self.spec.policies)
+
+    def open(self) -> Run:
+        """Load everything; on any failure close what was loaded and re-raise."""
+        from arbitrage.backends.cache import CachingGenerator, StepCache
+        from arbitrage.prm.cache import CachingScorer, ScoreCache
+
+        if self._open:
+            raise ConfigError("This run is open already")
+        spec = self.spec
+        choices = [_options_of(c) for c in spec.policies]  # validates the options before any load
+        with contextlib.ExitStack() as stack:
+            # 1. the cache file (steps and scores in one SQLite file, their own tables)
+            step_cache = score_cache = None
+            if spec.cache is not None:
+                step_cache = StepCache(spec.cache)
+                stack.callback(step_cache.close)
+            # 2. the PRM, when a policy needs one
+            if self.needs_prm:
+                logger.info("loading PRM %s", spec.prm)
+                scorer: StepScorer = self._load_prm(spec.prm, ScorerOptions(n_ctx=spec.n_ctx))
+                stack.callback(scorer.close)
+                if step_cache is not None:  # PRM rewards replay too
+                    score_cache = ScoreCache(step_cache.path)
+                    stack.callback(score_cache.close)
+                    scorer = CachingScorer(scorer, score_cache, f"{spec.prm}|{scorer.name}")
+                self.scorer = SerialScorer(scorer) if spec.shared_scorer else scorer
+            # 3. the policies (a router loads its weights here), before the large models
+            self.policies = [build_policy(name, options, scorer=self.scorer) for name, options in choices]
+            # 4. the draft and the target, each closed even if the other fails to load
+            options = self.generator_options
+            draft = self._load_model(spec.draft, options)
+            stack.callback(draft.close)
+            target = self._load_model(spec.target, options)
+            stack.callback(target.close)
+            if step_cache is not None:
+                style = _style_id(options.prompt_style)
+                draft = CachingGenerator(draft, step_cache, f"{spec.draft}|{style}")
+                target = CachingGenerator(target, step_cache, f"{spec.target}|{style}")
+            self.draft, self.target = draft, target
+            self._stack = stack.pop_all()
+        self._open = True
+        return self
+
+    def close(self) -> None:
+        """Close everything this run opened, last opened first (idempotent)."""
+        self._open = False
+        self._stack.close()
+
+    def __enter__(self) -> Run:
+        """Open the run (unless :meth:`open` did already) for a ``with`` block that closes it."""
+        return self if self._open else self.open()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+    @property
+    def policy(self) -> RoutingPolicy:
+        """The run's policy, when ``spec.policies`` names exactly one."""
+        if len(self.policies) != 1:
+            raise ConfigError(f"This run has {len(self.policies)} policies; pick one of run.policies")
+        return self.policies[0]
+
+    def build_policy(self, name: str, options: Any = None, **values: Any) -> RoutingPolicy:
+        """Another policy over this run's PRM: ``options`` as an object, or as keyword ``values``.
+
+        A policy that needs a PRM gets one only if the run loaded it (list it in ``spec.policies`` or
+        set ``spec.with_prm``).
+        """
+        if options is None:
+            options = policy_options(name, values)
+        return build_policy(name, options, scorer=self.scorer)
+
+    def engine(self, policy: RoutingPolicy | None = None, config: EngineConfig | None = None) -> Engine:
+        """An engine over this run's draft and target (default: the run's one policy)."""
+        if not self._open:
+            raise ConfigError("Open the run first (with Run(...) as run: ...)")
+        return Engine(self.draft, self.target, policy or self.policy, config)
+
+
+def _style_id(style: PromptStyle) -> str:
+    """A short hash of the prompt style, part of the step cache's model ids."""
+    return hashlib.sha256(json.dumps(dataclasses.asdict(style), sort_keys=True).encode()).hexdigest()[:12]
+
+
+__all__ = ["ModelLoader", "PolicyChoice", "Run", "RunSpec", "ScorerLoader", "SerialScorer"]
