@@ -135,3 +135,38 @@ def test_serve_rsd_with_a_prm_flag_under_concurrent_requests(monkeypatch: pytest
 def test_serve_names_bad_policy_options_by_flag_or_field(args: list[str], message: str) -> None:
     result = CliRunner().invoke(app, ["serve", "--port", "0", *args])
     assert result.exit_code != 0 and message in str(result.exception), repr(result.exception)
+
+
+def test_create_app_loads_the_prm_once_at_startup_and_closes_it() -> None:
+    from fastapi.testclient import TestClient
+
+    from arbitrage.prm.registry import load_scorer
+    from arbitrage.server import create_app
+    from arbitrage.server.settings import ServerSettings
+    from tests.unit.server_fakes import scripted_pair
+
+    loaded: list[Any] = []
+
+    def scorer_loader(settings: ServerSettings) -> Any:
+        scorer = load_scorer(settings.prm)
+        loaded.append(scorer)
+        return scorer
+
+    settings = ServerSettings(
+        draft="scripted", target="scripted", policy="rsd", prm="arith", policy_options={"threshold": 0.5}
+    )
+    app = create_app(settings, generators=scripted_pair(), scorer_loader=scorer_loader)
+    assert loaded == []  # not at creation: at startup
+    closed: list[bool] = []
+    with TestClient(app) as client:
+        [scorer] = loaded
+        scorer.close = lambda: closed.append(True)  # type: ignore[method-assign]
+        for threshold in (0.5, 0.9):
+            body = client.post(
+                "/v1/chat/completions",
+                json={"model": "arbitrage", "messages": [{"role": "user", "content": "2+2?"}],
+                      "arbitrage": {"policy_params": {"threshold": threshold}}},
+            ).json()  # fmt: skip
+            assert body["arbitrage"]["policy"].startswith(f"rsd(t={threshold:g}, prm=")
+        assert client.get("/health").json()["policy"].startswith("rsd(t=0.5")
+    assert len(loaded) == 1 and closed == [True]
