@@ -113,7 +113,8 @@ def test_a_failed_load_closes_what_was_loaded_before_it() -> None:
 
 def test_a_bad_router_folder_fails_before_any_model_loads(tmp_path: Path) -> None:
     models = Models()
-    options = arbitrage.policy_options("router", path=str(tmp_path / "none"), tau=0.5)
+    options = arbitrage.policy_options("router", path=tmp_path / "none", tau=0.5)  # a Path is fine
+    assert options.path == str(tmp_path / "none")
     with pytest.raises(arbitrage.ArbitrageError, match="Router folder not found"):
         arbitrage.Run(arbitrage.RunSpec(policies=[("router", options)]), load_model=models).open()
     assert models.loaded == []

@@ -14,6 +14,7 @@ point's floats), coercing each to its field's type and rejecting names the polic
 from __future__ import annotations
 
 import dataclasses
+import os
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -135,6 +136,8 @@ def make_options(policy: str, cls: type[Any], values: Mapping[str, Any]) -> Any:
         )
     coerced: dict[str, Any] = {}
     for name, value in values.items():
+        if isinstance(value, os.PathLike):  # a router folder given as a Path
+            value = os.fspath(value)
         try:
             coerced[name] = TypeAdapter(types[name]).validate_python(value)
         except ValidationError as exc:
