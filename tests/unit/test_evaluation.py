@@ -189,7 +189,9 @@ def test_grading_off_the_main_thread_matches_and_is_time_limited(monkeypatch: py
         results.append(grade("so \\boxed{\\frac{1}{2}}", "0.5").correct)
         results.append(grade("so \\boxed{3}", "0.5").correct)
         release = threading.Event()
-        monkeypatch.setattr(grading, "_match", lambda *args: release.wait() or True)  # a comparison that hangs
+        monkeypatch.setattr(
+            grading, "_match", lambda *args: release.wait() or True
+        )  # a comparison that hangs
         results.append(grading.grade_answer("1", "1", timeout=0))
         release.set()
 
