@@ -240,3 +240,15 @@ def test_committed_collection_still_loads() -> None:
     rows = read_pairs(folder)
     ids = {r["question_id"] for r in rows}
     assert len(rows) == 1003 and ids == {f"gsm8k/{i}" for i in range(230)} - {"gsm8k/37", "gsm8k/143"}
+
+
+def test_models_that_fail_to_load_fail_their_questions_only(tmp_path: Path) -> None:
+    def make() -> CollectModels:
+        raise RuntimeError("no such model file")
+
+    problems = [Problem(str(i), f"question {i}?", "1", "toy") for i in range(2)]
+    stats = run_collection(
+        problems, make, tmp_path, CollectConfig(StepParams()), workers=2, show_progress=False
+    )
+    assert stats.questions_failed == 2 and stats.questions_done == 0 and stats.rows == 0
+    assert not list(tmp_path.glob("*.parquet"))
