@@ -26,7 +26,7 @@ import logging
 import re
 import time
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 from arbitrage.answer import extract_answer, has_boxed_answer
@@ -77,26 +77,41 @@ class Engine:
         self.config = config or EngineConfig()
 
     def solve(
-        self, question: str, on_step: StepCallback | None = None, should_stop: StopCheck | None = None
+        self,
+        question: str,
+        on_step: StepCallback | None = None,
+        should_stop: StopCheck | None = None,
+        *,
+        prefix: Sequence[str] = (),
     ) -> SolveTrace:
         """Write a full solution; ``on_step`` is called with each step as soon as it is accepted.
 
         ``should_stop`` is asked before each step (a step in progress cannot be interrupted); once it
         returns True the solve ends with the steps so far and ``stop_reason`` ``"cancelled"``.
+
+        ``prefix``: steps the solution starts from (e.g. a Monte-Carlo rollout continuing a partial
+        solution); the models and the policy see them as accepted steps. The trace holds only the steps
+        written now (their ``index`` counts the prefix); ``max_steps`` and ``max_total_tokens`` count
+        only those, the loop guard counts the prefix's steps too, a prefix whose last step already
+        states a boxed answer ends at once (``stop_reason`` ``"answer"``, no step), and ``answer`` is read
+        from the whole solution. With ``prefix=()`` this is an ordinary solve.
         """
         if not question or not question.strip():
             raise ConfigError("The question is empty")
         cfg = self.config
+        given = tuple(prefix)
         trace = SolveTrace(question=question, policy=self.policy.name)
-        seen: Counter[str] = Counter()
+        seen: Counter[str] = Counter(key for key in map(_normalise, given) if key)
         solution_tokens = 0
         start = time.perf_counter()
         stop: StopReason | None = None
+        if given and cfg.stop_on_boxed and has_boxed_answer(given[-1]):
+            stop = "answer"
         while stop is None:
             if should_stop is not None and should_stop():
                 stop = "cancelled"
                 break
-            record = self._next_step(question, trace)
+            record = self._next_step(question, given, trace)
             trace.diagnostic_seconds += record.diagnostic_seconds  # spent even if the step is dropped
             # 5. loop guard: drop a step that repeats too often and stop
             key = _normalise(record.text)
@@ -122,13 +137,17 @@ class Engine:
                 stop = "max_tokens"
         trace.stop_reason = stop
         trace.wall_seconds = time.perf_counter() - start
-        trace.answer = extract_answer(trace.solution) if trace.steps else None
+        if given:
+            whole = cfg.step.separator.join((*given, *(s.text for s in trace.steps)))
+            trace.answer = extract_answer(whole)
+        else:
+            trace.answer = extract_answer(trace.solution) if trace.steps else None
         return trace
 
-    def _next_step(self, question: str, trace: SolveTrace) -> StepRecord:
+    def _next_step(self, question: str, prefix: tuple[str, ...], trace: SolveTrace) -> StepRecord:
         history = tuple(trace.steps)
-        context = StepContext(question=question, steps=tuple(s.text for s in history))
-        index = len(history)
+        context = StepContext(question=question, steps=(*prefix, *(s.text for s in history)))
+        index = len(context.steps)
         target_wall = [0.0]  # wall seconds spent generating target steps for this decision
 
         def make_target(params: StepParams | None) -> StepOutput:
@@ -148,7 +167,12 @@ class Engine:
         trace.usage["draft"].observe(draft)
         # 3. the policy decides (it may ask for the target's step, or score with a PRM)
         view = StepView(
-            question=question, history=history, draft=draft, _make_target=make_target, params=self.config.step
+            question=question,
+            history=history,
+            draft=draft,
+            _make_target=make_target,
+            params=self.config.step,
+            prefix=prefix,
         )
         t0 = time.perf_counter()
         decision = self.policy.decide(view)

@@ -209,3 +209,68 @@ def test_scripted_context_type() -> None:
     gen = ScriptedGenerator("d", ["x"])
     out = gen.generate_step(StepContext("q"), StepParams())
     assert out.finish_reason == FinishReason.EOS and out.text == "x"
+
+
+class SeeSteps:
+    """Records what the policy sees (the solution's steps and the history) and escalates odd steps."""
+
+    name = "see"
+
+    def __init__(self) -> None:
+        self.seen: list[tuple[tuple[str, ...], int]] = []
+
+    def decide(self, view: StepView) -> Decision:
+        self.seen.append((view.steps, len(view.history)))
+        return Decision(escalate=len(view.steps) % 2 == 1)
+
+
+def test_an_empty_prefix_is_an_ordinary_solve() -> None:
+    runs = []
+    for kwargs in ({}, {"prefix": ()}, {"prefix": []}):
+        draft, target = pair()
+        policy = SeeSteps()
+        trace = Engine(draft, target, policy).solve("q?", **kwargs)  # type: ignore[arg-type]
+        runs.append(
+            (
+                [(s.index, s.text, s.role, s.finish_reason) for s in trace.steps],
+                trace.stop_reason,
+                trace.answer,
+                policy.seen,
+                draft.calls,
+                target.calls,
+            )
+        )
+    assert runs[0] == runs[1] == runs[2]
+    assert runs[0][0][0] == (0, "d1 first", "draft", FinishReason.STEP)
+
+
+def test_a_solve_can_start_from_given_steps() -> None:
+    draft, target = pair()
+    policy = SeeSteps()
+    trace = Engine(draft, target, policy).solve("q?", prefix=["given one"])
+    # the models and the policy see the prefix as the solution's first steps; the trace holds the new ones
+    assert draft.calls[0] == StepContext("q?", ("given one",))
+    assert policy.seen[0] == (("given one",), 0)
+    assert policy.seen[1] == (("given one", "t2 second step"), 1)
+    assert [s.index for s in trace.steps] == [1, 2, 3]
+    assert [s.text for s in trace.steps] == ["t2 second step", "d3 third", "t4 so \\boxed{5}"]
+    assert trace.stop_reason == "eos" and trace.answer == "5"  # the scripted last step ends the answer
+
+
+def test_prefix_limits_and_guards() -> None:
+    # a prefix that already states its answer is finished
+    draft, target = pair()
+    trace = Engine(draft, target, DraftOnlyPolicy()).solve("q?", prefix=["x", "so \\boxed{3}"])
+    assert trace.steps == [] and trace.stop_reason == "answer" and trace.answer == "3" and draft.calls == []
+    # max_steps counts only the steps written now
+    draft, target = pair()
+    trace = Engine(draft, target, DraftOnlyPolicy(), EngineConfig(max_steps=1)).solve("q?", prefix=["a", "b"])
+    assert len(trace.steps) == 1 and trace.stop_reason == "max_steps"
+    # the loop guard counts the prefix's copies of a step
+    loop = ScriptedGenerator("d", lambda ctx: ("same step", FinishReason.STEP))
+    trace = Engine(loop, loop, DraftOnlyPolicy()).solve("q?", prefix=["Same  step"])
+    assert [s.text for s in trace.steps] == ["same step"] and trace.stop_reason == "repetition"
+    # without a boxed answer anywhere, the answer is read from the whole solution
+    draft = ScriptedGenerator("d", lambda ctx: ("done", FinishReason.EOS))
+    trace = Engine(draft, draft, DraftOnlyPolicy()).solve("q?", prefix=["the total is 42"])
+    assert trace.answer == "42"

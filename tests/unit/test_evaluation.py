@@ -176,3 +176,29 @@ def test_concurrent_eval_and_failed_problems_rerun(tmp_path: Path) -> None:
     second = run_eval(problems(5), engine, tmp_path, {"policy": "draft"}, show_progress=False,
                       on_record=lambda r: rerun.append(r["id"]))  # fmt: skip
     assert rerun == ["2"] and second.correct == 5 and second.errors == 0
+
+
+def test_grading_off_the_main_thread_matches_and_is_time_limited(monkeypatch: pytest.MonkeyPatch) -> None:
+    import threading
+
+    from arbitrage.evaluation import grading
+
+    results: list[object] = []
+
+    def worker() -> None:  # as collection and rollout workers grade
+        results.append(grade("so \\boxed{\\frac{1}{2}}", "0.5").correct)
+        results.append(grade("so \\boxed{3}", "0.5").correct)
+        release = threading.Event()
+        monkeypatch.setattr(
+            grading, "_match", lambda *args: release.wait() or True
+        )  # a comparison that hangs
+        results.append(grading.grade_answer("1", "1", timeout=0))
+        release.set()
+
+    thread = threading.Thread(target=worker)
+    thread.start()
+    thread.join()
+    assert results[:2] == [True, False]
+    hung = results[2]
+    assert isinstance(hung, grading.Grade) and not hung.correct and "TimeoutError" in (hung.error or "")
+    assert not grading.answers_match(None, "1")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
@@ -11,7 +10,7 @@ import typer
 from arbitrage.cli import options as opt
 
 if TYPE_CHECKING:
-    from arbitrage.backends.base import Generator
+    from arbitrage.router.collect import CollectModels
 
 
 def collect(
@@ -35,6 +34,7 @@ def collect(
     ] = "oracle",
     tau: Annotated[float, typer.Option(help="oracle follow rule: take the target's step when Δ > τ.")] = 0.0,
     max_steps: Annotated[int, typer.Option(help="Steps per question.")] = 12,
+    max_tokens: Annotated[int, typer.Option(help="Stop once the solution holds this many tokens.")] = 2048,
     max_step_tokens: opt.MaxStepTokens = 256,
     separator: opt.Separator = "\\n\\n",
     seed: opt.Seed = 0,
@@ -47,11 +47,13 @@ def collect(
     ),
 ) -> None:
     """Collect (x, z_d, z_t, s_d, s_t, Δ, y) step pairs: both models write each step from one prefix."""
+    from contextlib import ExitStack
+
     from arbitrage.backends.loader import GeneratorOptions
     from arbitrage.cli.common import load_model, step_params
     from arbitrage.evaluation.datasets import load_problems
     from arbitrage.prm.registry import DEFAULT_PRM, load_scorer
-    from arbitrage.router.collect import CollectConfig, RewardFn, run_collection
+    from arbitrage.router.collect import CollectConfig, CollectModels, run_collection
 
     name, problems = load_problems(dataset if data_file is None else None, data_file, question_field,
                                    answer_field, data_dir, offset, limit)  # fmt: skip
@@ -62,18 +64,21 @@ def collect(
         follow=follow,  # type: ignore[arg-type]
         tau=tau,
         max_steps=max_steps,
+        max_total_tokens=max_tokens,
         seed=seed,
         prm_name=spec,
     )
     options = GeneratorOptions(n_ctx=n_ctx, seed=seed)
 
-    def make_models() -> tuple[Generator, Generator, RewardFn]:
-        scorer = load_scorer(spec)
-
-        def reward(question: str, steps: Sequence[str], step: str) -> float:
-            return scorer.score(question, [*steps, step], only_last=True).last
-
-        return load_model(draft, options), load_model(target, options), reward
+    def make_models() -> CollectModels:  # one set per worker; run_collection closes them
+        with ExitStack() as loading:  # a model that fails to load closes the ones loaded before it
+            scorer = load_scorer(spec)
+            loading.callback(scorer.close)
+            draft_model = load_model(draft, options)
+            loading.callback(draft_model.close)
+            target_model = load_model(target, options)
+            loading.pop_all()
+        return CollectModels(draft_model, target_model, scorer)
 
     stats = run_collection(problems, make_models, out, config, workers=workers)
     typer.echo(

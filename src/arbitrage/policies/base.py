@@ -29,11 +29,14 @@ class StepView:
     _target: StepOutput | None = None
     extra_samples: list[StepOutput] = field(default_factory=list)
     params: StepParams = field(default_factory=StepParams)  # the engine's step parameters (separator, cap)
+    prefix: tuple[
+        str, ...
+    ] = ()  # given steps the solve started from (Engine.solve(prefix=...)), oldest first
 
     @property
     def steps(self) -> tuple[str, ...]:
-        """Accepted step texts so far."""
-        return tuple(s.text for s in self.history)
+        """The solution's step texts so far: the given prefix, then the accepted steps."""
+        return (*self.prefix, *(s.text for s in self.history))
 
     @property
     def generated_target(self) -> StepOutput | None:

@@ -21,13 +21,13 @@ PRM calls replayed from a score cache (:mod:`arbitrage.prm.cache`) add their sto
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import time
 
 from arbitrage.backends.base import StepOutput
 from arbitrage.policies.base import StepView
 from arbitrage.policies.options import OracleOptions, RSDOptions
 from arbitrage.prm.base import StepScorer
+from arbitrage.seeds import sample_seed
 from arbitrage.trace import Decision
 
 
@@ -118,8 +118,7 @@ class OraclePolicy:
         return f"oracle(tau={self.tau:g}{k}, prm={self.scorer.name})"
 
     def _sample_seed(self, view: StepView, sample: int) -> int:
-        key = f"{self.seed}|{view.question}|{len(view.history)}|{sample}".encode()
-        return int.from_bytes(hashlib.sha256(key).digest()[:4], "little")
+        return sample_seed(self.seed, view.question, len(view.steps), sample)
 
     def decide(self, view: StepView) -> Decision:
         info: dict[str, float] = {}

@@ -2,8 +2,9 @@
 
 Small models' most common slip in grade-school math is a wrong result of a calculation they wrote out
 ("48 / 2 = 26"). This scorer finds the arithmetic a step states and checks it with exact rational
-arithmetic (fractions over Python's syntax tree), in microseconds and with no model. It is blind to everything else: a step that uses
-the wrong quantity but computes it correctly passes, and so does wrong reasoning in words.
+arithmetic (fractions over Python's syntax tree), in microseconds and with no model. It is blind to
+everything else: a step that uses the wrong quantity but computes it correctly passes, and so does
+wrong reasoning in words.
 
 What counts as a stated equation (after normalising LaTeX ``\\times``/``\\cdot``/``\\div``/
 ``\\frac{a}{b}``, ``×``/``÷``, ``x`` between numbers, thousands separators, ``$``, unit words between a

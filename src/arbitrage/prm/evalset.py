@@ -260,7 +260,8 @@ def build_draft_rows(
     the step is the final one and its answer is right, or if the target's greedy continuation from the
     solution through that step reaches the gold answer; else 0.
     """
-    from arbitrage.prm.rollout import answers_match, complete
+    from arbitrage.evaluation.grading import grade_answer
+    from arbitrage.prm.rollout import complete
 
     params = params or StepParams(max_step_tokens=160)
     rows = []
@@ -278,14 +279,14 @@ def build_draft_rows(
             "draft": draft.name,
             "draft_steps": len(written.steps),
             "draft_answer": written.answer,
-            "draft_correct": answers_match(written.answer, gold),
+            "draft_correct": grade_answer(written.answer, gold).correct,
         }
         if k == len(written.steps) - 1 and has_boxed_answer(steps[-1]):
-            label = int(answers_match(written.answer, gold))
+            label = int(grade_answer(written.answer, gold).correct)
             meta["labelled_by"] = "final answer"
         else:
             rollout = complete(target, question, steps, params, max_steps=max_steps, max_tokens=max_tokens)
-            label = int(answers_match(rollout.answer, gold))
+            label = int(grade_answer(rollout.answer, gold).correct)
             meta.update(
                 {"labelled_by": f"greedy continuation by {target.name}", "rollout_answer": rollout.answer}
             )

@@ -1,46 +1,32 @@
 """Monte-Carlo rollout values (Math-Shepherd's estimate): continue from a step, see if the answer is right.
 
 The value of a step is the share of ``k`` completions, written by a generator from the solution through
-that step, whose final answer equals the gold answer. It needs the gold answer, so it labels data (the
+that step, whose final answer equals the gold answer (:func:`arbitrage.evaluation.grading.answers_match`,
+the same comparison evaluation grades with). It needs the gold answer, so it labels data (the
 step-labelled evaluation set, router training) and is never a policy's PRM at solve time. Costly: each
 rollout writes the rest of a solution.
+
+A completion is the :class:`~arbitrage.engine.Engine` solving from the given steps
+(``Engine.solve(question, prefix=steps)``) with the draft-only policy by default, so rollouts stop by
+the engine's rules (boxed answer, end of answer, step and token limits, the repetition guard). Sampled
+completions are seeded by :func:`arbitrage.seeds.sample_seed`.
 """
 
 from __future__ import annotations
 
-import re
+import dataclasses
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from arbitrage.answer import extract_answer, has_boxed_answer
-from arbitrage.backends.base import FinishReason, Generator, StepContext, StepParams
+from arbitrage.backends.base import Generator, StepParams
+from arbitrage.engine import Engine, EngineConfig
 from arbitrage.errors import ConfigError, ScorerError
+from arbitrage.evaluation.grading import grade_answer
+from arbitrage.policies.base import RoutingPolicy
+from arbitrage.policies.basic import DraftOnlyPolicy
 from arbitrage.prm.base import StepScores, check_request
-
-
-def numeric_answer(text: str | None) -> float | None:
-    """The number an answer states ("$1,200", "\\text{12 apples}", "25\\%"), or None."""
-    if text is None:
-        return None
-    cleaned = re.sub(r"\\text\{([^}]*)\}|\\mathrm\{([^}]*)\}", r"\1\2", text)
-    cleaned = cleaned.replace(",", "").replace("$", "").replace("\\%", "").replace("%", "")
-    match = re.search(r"-?\d+(?:\.\d+)?(?:/\d+)?", cleaned)
-    if not match:
-        return None
-    number = match.group(0)
-    if "/" in number:
-        num, den = number.split("/")
-        return float(num) / float(den) if float(den) else None
-    return float(number)
-
-
-def answers_match(predicted: str | None, gold: str) -> bool:
-    """Numeric equality (to 1e-6) where both are numbers, else normalised string equality."""
-    p, g = numeric_answer(predicted), numeric_answer(gold)
-    if p is not None and g is not None:
-        return abs(p - g) <= 1e-6 * max(1.0, abs(g))
-    return predicted is not None and predicted.strip().lower() == gold.strip().lower()
+from arbitrage.seeds import sample_seed
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +35,7 @@ class Completion:
 
     steps: tuple[str, ...]  # the new steps only
     answer: str | None  # extracted from the whole solution
-    tokens: int  # generated tokens
+    tokens: int  # generated tokens (every step call, kept or not)
     seconds: float
 
 
@@ -60,28 +46,29 @@ def complete(
     params: StepParams,
     max_steps: int = 12,
     max_tokens: int = 600,
+    *,
+    policy: RoutingPolicy | None = None,
+    target: Generator | None = None,
 ) -> Completion:
-    """Continue the solution from ``steps`` until a boxed answer, EOS, or a limit."""
+    """Continue the solution from ``steps`` until a boxed answer, EOS, or a limit.
+
+    ``generator`` writes the steps (it is the engine's draft); with another ``policy`` than the default
+    draft-only one, ``target`` is the model it escalates to. ``max_steps`` and ``max_tokens`` count the
+    new steps and the new solution tokens.
+    """
     t0 = time.perf_counter()
-    solution = list(steps)
-    new: list[str] = []
-    tokens = 0
-    if not (steps and has_boxed_answer(steps[-1])):
-        for _ in range(max_steps):
-            out = generator.generate_step(StepContext(question, tuple(solution)), params)
-            tokens += out.tokens
-            if out.text:
-                solution.append(out.text)
-                new.append(out.text)
-            if out.finish_reason == FinishReason.EOS or has_boxed_answer(out.text) or tokens >= max_tokens:
-                break
-    return Completion(tuple(new), extract_answer("\n\n".join(solution)), tokens, time.perf_counter() - t0)
+    config = EngineConfig(step=params, max_steps=max_steps, max_total_tokens=max_tokens)
+    engine = Engine(generator, target or generator, policy or DraftOnlyPolicy(), config)
+    trace = engine.solve(question, prefix=steps)
+    tokens = trace.usage["draft"].generated_tokens + trace.usage["target"].generated_tokens
+    return Completion(tuple(s.text for s in trace.steps), trace.answer, tokens, time.perf_counter() - t0)
 
 
 class RolloutScorer:
     """Reward of a step = share of ``rollouts`` completions from it that reach the gold answer.
 
-    The first completion is greedy, the others sampled at ``temperature`` with distinct seeds.
+    The first completion is greedy, the others sampled at ``temperature``, completion ``i`` of the
+    solution through step ``n`` seeded ``sample_seed(seed, question, n, i)``.
     """
 
     def __init__(
@@ -92,6 +79,7 @@ class RolloutScorer:
         temperature: float = 0.7,
         params: StepParams | None = None,
         max_tokens: int = 600,
+        seed: int = 0,
     ) -> None:
         if rollouts <= 0:
             raise ConfigError(f"rollouts must be positive, got {rollouts}")
@@ -101,6 +89,7 @@ class RolloutScorer:
         self.temperature = temperature
         self.params = params or StepParams()
         self.max_tokens = max_tokens
+        self.seed = seed
         self.name = f"mc({generator.name}, k={rollouts})"
 
     def value(self, question: str, steps: Sequence[str]) -> tuple[float, list[Completion]]:
@@ -111,14 +100,10 @@ class RolloutScorer:
         for i in range(self.rollouts):
             params = self.params
             if i > 0:
-                params = StepParams(
-                    separator=params.separator,
-                    max_step_tokens=params.max_step_tokens,
-                    temperature=self.temperature,
-                    seed=1000 + i,
-                )
+                seed = sample_seed(self.seed, question, len(steps), i)
+                params = dataclasses.replace(params, temperature=self.temperature, seed=seed)
             completions.append(complete(self.generator, question, steps, params, max_tokens=self.max_tokens))
-        hits = sum(answers_match(c.answer, gold) for c in completions)
+        hits = sum(grade_answer(c.answer, gold).correct for c in completions)
         return hits / len(completions), completions
 
     def score(self, question: str, steps: Sequence[str], *, only_last: bool = True) -> StepScores:

@@ -1,61 +1,120 @@
 """Collect oracle-labelled step pairs: ``(x, z_d, z_t, s_d, s_t, Δ, y)`` for router training.
 
-For each question, walk a solution step by step. From each prefix the draft writes ``z_d`` and the
-target writes ``z_t`` (plus ``k − 1`` extra sampled target steps when ``target_samples > 1``), the PRM
-scores every candidate, and the row records ``Δ = mean(s_t) − s_d`` and ``y = 1[Δ > 0]``. The prefix
-then grows by the step the *follow* rule picks: ``oracle`` (the target's step iff Δ > τ, as the
-Arbitrage Oracle would decide), ``draft``, ``target`` or ``random``.
+Collection is the :class:`~arbitrage.engine.Engine` run with a
+:class:`~arbitrage.router.recording.RecordingPolicy`: at every step the draft writes ``z_d`` and the
+target writes ``z_t`` from the same prefix (plus ``k − 1`` extra sampled target steps when
+``target_samples > 1``), the PRM scores every candidate, and the solution continues with the step the
+*follow* rule picks: ``oracle`` (the target's step iff ``Δ = mean(s_t) − s_d > τ``, as the Arbitrage
+Oracle would decide), ``draft``, ``target`` or ``random``. Each step of the resulting trace becomes one
+:class:`~arbitrage.router.data.StepPair` row with ``y = 1[Δ > 0]``. The engine's stopping rules (boxed
+answer, end of answer, ``max_steps``, ``max_total_tokens``, the repetition guard) apply exactly as at
+routing time; a step the engine drops (a repeat that trips the guard, an empty final step) is not part
+of any solution and gives no row.
 
-Resumable: a question's rows are written as one Parquet shard (atomically) when the question is done,
-and question ids already in the folder are skipped, so a killed run never duplicates or corrupts rows;
-at most the question in flight is recomputed (greedy decoding reproduces it exactly).
+Questions run through :func:`arbitrage.concurrent.solve_many`, one engine (own models, own KV caches,
+own scorer) per worker. Resumable: a question's rows are written as one Parquet shard (atomically) as
+soon as it is done, and question ids already in the folder are skipped, so a killed run never
+duplicates or corrupts rows; at most the questions in flight are recomputed (greedy decoding
+reproduces them exactly). A failing question is logged and counted, never written.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor, as_completed
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Protocol
 
-from arbitrage.answer import has_boxed_answer
-from arbitrage.backends.base import FinishReason, Generator, StepContext, StepParams
+from arbitrage.backends.base import Generator, StepParams
+from arbitrage.concurrent import ProblemResult, solve_many
+from arbitrage.engine import Engine, EngineConfig
 from arbitrage.errors import ConfigError
-from arbitrage.evaluation.datasets import Problem
+from arbitrage.prm.base import StepScorer
 from arbitrage.router.data import StepPair, read_pairs, write_shard
+from arbitrage.router.recording import (
+    PRM_SECONDS,
+    S_T_SAMPLES,
+    TARGET_SAMPLE_SECONDS,
+    Follow,
+    RecordingOptions,
+    RecordingPolicy,
+)
+from arbitrage.trace import SolveTrace
 
 logger = logging.getLogger(__name__)
 
-# reward(question, accepted steps before, candidate step) -> reward in [0, 1]
-RewardFn = Callable[[str, Sequence[str], str], float]
-Follow = Literal["oracle", "draft", "target", "random"]
+__all__ = ["CollectConfig", "CollectModels", "CollectStats", "Follow", "collect_question", "run_collection"]
+
+
+class Problem(Protocol):
+    """What collection needs of a problem (:class:`arbitrage.evaluation.datasets.Problem` has it)."""
+
+    @property
+    def id(self) -> str: ...  # the problem's id within its dataset
+    @property
+    def question(self) -> str: ...
+    @property
+    def dataset(self) -> str: ...  # dataset name, e.g. "gsm8k-train"
 
 
 @dataclass(frozen=True, slots=True)
 class CollectConfig:
-    """How pairs are collected."""
+    """How pairs are collected: the engine's limits and the recording policy's options."""
 
-    step: StepParams  # greedy step parameters for z_d and the first z_t
+    step: StepParams  # greedy step parameters for z_d and the first z_t (separator, per-step cap)
     target_samples: int = 1  # k: target steps per prefix (extra ones sampled at `sample_temperature`)
     sample_temperature: float = 0.7
     follow: Follow = "oracle"  # which step extends the prefix
     tau: float = 0.0  # oracle follow threshold on Δ
-    max_steps: int = 12  # per question
-    seed: int = 0
-    prm_name: str = ""
+    max_steps: int = 12  # per question (EngineConfig.max_steps)
+    max_total_tokens: int = 2048  # per question: stop once the solution holds this many tokens
+    seed: int = 0  # seeds extra target samples and the random follow rule
+    prm_name: str = ""  # scorer spec, stored in every row
 
     def __post_init__(self) -> None:
-        if self.target_samples < 1:
-            raise ConfigError(f"--target-samples must be >= 1, got {self.target_samples}")
         if self.max_steps <= 0:
             raise ConfigError(f"--max-steps must be positive, got {self.max_steps}")
-        if self.follow not in ("oracle", "draft", "target", "random"):
-            raise ConfigError(f"--follow must be oracle, draft, target or random, got {self.follow!r}")
+        self.engine_config()
+        self.recording_options()
+
+    def engine_config(self) -> EngineConfig:
+        """The engine's limits and stopping rules for collection."""
+        return EngineConfig(step=self.step, max_steps=self.max_steps, max_total_tokens=self.max_total_tokens)
+
+    def recording_options(self) -> RecordingOptions:
+        """The recording policy's follow rule and sampling."""
+        return RecordingOptions(
+            follow=self.follow,
+            tau=self.tau,
+            target_samples=self.target_samples,
+            temperature=self.sample_temperature,
+            seed=self.seed,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class CollectModels:
+    """What one collection worker uses: its own draft, target and scorer (closed by the collector)."""
+
+    draft: Generator
+    target: Generator
+    scorer: StepScorer
+
+    def close(self) -> None:
+        """Close all three (each close is idempotent)."""
+        for part in (self.draft, self.target, self.scorer):
+            try:
+                part.close()
+            except Exception:  # closing one must not keep the others open
+                logger.exception("could not close %s", getattr(part, "name", part))
+
+
+def question_id(problem: Problem) -> str:
+    """The id a problem's rows carry: ``"<dataset>/<problem id>"``."""
+    return f"{problem.dataset}/{problem.id}"
 
 
 def collected_ids(folder: Path) -> set[str]:
@@ -65,78 +124,62 @@ def collected_ids(folder: Path) -> set[str]:
     return {row["question_id"] for row in read_pairs(folder)}
 
 
-def collect_question(
-    problem: Problem, draft: Generator, target: Generator, reward: RewardFn, config: CollectConfig
+def make_engine(models: CollectModels, config: CollectConfig) -> Engine:
+    """The engine collection runs: the worker's models and a recording policy on its scorer."""
+    policy = RecordingPolicy(models.scorer, config.recording_options())
+    return Engine(models.draft, models.target, policy, config.engine_config())
+
+
+def pairs_from_trace(
+    problem: Problem, trace: SolveTrace, draft_model: str, target_model: str, prm: str
 ) -> list[StepPair]:
-    """All step pairs along one question's solution."""
-    qid = f"{problem.dataset}/{problem.id}"
-    steps: list[str] = []
-    history: list[str] = []
+    """One row per step of a recording solve, from what the engine and the policy recorded."""
     rows: list[StepPair] = []
-    rng = random.Random(f"{config.seed}|{qid}")
-    for index in range(config.max_steps):
-        context = StepContext(problem.question, tuple(steps))
-        # 1. both models write the next step from the same prefix
-        z_d = draft.generate_step(context, config.step)
-        z_t = target.generate_step(context, config.step)
-        samples = [z_t]
-        for k in range(1, config.target_samples):
-            params = StepParams(
-                separator=config.step.separator,
-                max_step_tokens=config.step.max_step_tokens,
-                temperature=config.sample_temperature,
-                seed=config.seed * 1000 + k,
+    for i, record in enumerate(trace.steps):
+        decision, z_d, z_t = record.decision, record.draft, record.target
+        if z_d is None or z_t is None or decision.draft_reward is None or decision.target_reward is None:
+            raise ConfigError(
+                f"step {record.index} of {question_id(problem)} was not recorded by a recording policy"
             )
-            samples.append(target.generate_step(context, params))
-        # 2. the PRM scores every candidate
-        t0 = time.perf_counter()
-        s_d = reward(problem.question, steps, z_d.text)
-        s_ts = [reward(problem.question, steps, s.text) for s in samples]
-        prm_seconds = time.perf_counter() - t0
-        s_t = sum(s_ts) / len(s_ts)
-        delta = s_t - s_d
+        earlier = trace.steps[:i]
+        delta = decision.target_reward - decision.draft_reward
         rows.append(
             StepPair(
-                question_id=qid,
-                step_index=index,
+                question_id=question_id(problem),
+                step_index=record.index,
                 question=problem.question,
-                context=list(steps),
-                history=list(history),
+                context=[s.text for s in earlier],
+                history=[s.role for s in earlier],
                 z_d=z_d.text,
                 z_t=z_t.text,
-                s_d=s_d,
-                s_t=s_t,
+                s_d=decision.draft_reward,
+                s_t=decision.target_reward,
                 delta=delta,
                 y=int(delta > 0),
-                s_t_samples=s_ts,
+                s_t_samples=list(decision.info[S_T_SAMPLES]),
                 draft_logprobs=list(z_d.token_logprobs),
                 draft_entropies=list(z_d.token_entropies),
                 draft_tokens=z_d.tokens,
                 target_tokens=z_t.tokens,
                 draft_finish=str(z_d.finish_reason),
                 draft_seconds=z_d.seconds,
-                target_seconds=sum(s.seconds for s in samples),
-                prm_seconds=prm_seconds,
-                draft_model=draft.name,
-                target_model=target.name,
-                prm=config.prm_name,
+                target_seconds=decision.info[TARGET_SAMPLE_SECONDS],
+                prm_seconds=decision.info[PRM_SECONDS],
+                draft_model=draft_model,
+                target_model=target_model,
+                prm=prm,
             )
         )
-        # 3. extend the prefix by the followed step
-        if config.follow == "oracle":
-            use_target = delta > config.tau
-        elif config.follow == "random":
-            use_target = rng.random() < 0.5
-        else:
-            use_target = config.follow == "target"
-        chosen = z_t if use_target else z_d
-        if not chosen.text and chosen.finish_reason == FinishReason.EOS:
-            break
-        steps.append(chosen.text)
-        history.append("target" if use_target else "draft")
-        if chosen.finish_reason == FinishReason.EOS or has_boxed_answer(chosen.text):
-            break
     return rows
+
+
+def collect_question(
+    problem: Problem, draft: Generator, target: Generator, scorer: StepScorer, config: CollectConfig
+) -> list[StepPair]:
+    """All step pairs along one question's solution (one recording solve)."""
+    models = CollectModels(draft, target, scorer)
+    trace = make_engine(models, config).solve(problem.question)
+    return pairs_from_trace(problem, trace, draft.name, target.name, config.prm_name)
 
 
 @dataclass(slots=True)
@@ -156,7 +199,7 @@ class CollectStats:
 
 def run_collection(
     problems: Sequence[Problem],
-    make_models: Callable[[], tuple[Generator, Generator, RewardFn]],
+    make_models: Callable[[], CollectModels],
     out: Path,
     config: CollectConfig,
     workers: int = 1,
@@ -165,16 +208,15 @@ def run_collection(
     """Collect pairs for every problem not yet in ``out``; ``workers`` questions in flight at once.
 
     ``make_models`` is called once per worker (local llama.cpp models keep one KV cache each, so each
-    worker gets its own; remote backends may share).
+    worker gets its own engine and models); every model and scorer it made is closed at the end.
     """
     if workers < 1:
         raise ConfigError(f"--workers must be >= 1, got {workers}")
     done = collected_ids(out)
-    todo = [p for p in problems if f"{p.dataset}/{p.id}" not in done]
+    todo = [p for p in problems if question_id(p) not in done]
     stats = CollectStats(questions_skipped=len(problems) - len(todo))
+    built: list[CollectModels] = []
     lock = threading.Lock()
-    local = threading.local()
-    created: list[tuple[Generator, Generator, RewardFn]] = []
     start = time.perf_counter()
     from tqdm import tqdm
 
@@ -182,36 +224,40 @@ def run_collection(
         total=len(problems), initial=stats.questions_skipped, unit="question", disable=not show_progress
     )
 
-    def work(problem: Problem) -> list[StepPair]:
-        if not hasattr(local, "models"):
-            local.models = make_models()
-            with lock:
-                created.append(local.models)
-        draft, target, reward = local.models
-        return collect_question(problem, draft, target, reward, config)
+    def engine() -> Engine:  # one per worker thread (solve_many calls it on first use)
+        models = make_models()
+        with lock:
+            built.append(models)
+        return make_engine(models, config)
 
-    with ThreadPoolExecutor(max_workers=workers) as pool:
-        futures = {pool.submit(work, p): p for p in todo}
-        for future in as_completed(futures):
-            problem = futures[future]
-            try:
-                rows = future.result()
-            except Exception as exc:  # one bad question must not stop hours of collection
-                logger.error("question %s/%s failed: %s", problem.dataset, problem.id, exc)
-                stats.questions_failed += 1
-                bar.update(1)
-                continue
-            with lock:
-                if rows:
-                    write_shard(rows, out)
-                stats.questions_done += 1
-                stats.rows += len(rows)
-                stats.seconds = time.perf_counter() - start
-                bar.update(1)
-                bar.set_postfix(rows=stats.rows, rows_per_s=f"{stats.rows_per_second:.3f}")
-    bar.close()
-    for draft, target, _ in created:
-        draft.close()
-        target.close()
+    def write(result: ProblemResult) -> None:  # on this (main) thread, as each question ends
+        problem = todo[result.index]
+        try:
+            if result.trace is None:
+                raise RuntimeError(result.error)
+            # the engine's models are the worker's: their names are the trace's usage records
+            draft_model = result.trace.usage["draft"].model
+            target_model = result.trace.usage["target"].model
+            rows = pairs_from_trace(problem, result.trace, draft_model, target_model, config.prm_name)
+            if rows:
+                write_shard(rows, out)
+        except Exception as exc:  # one bad question must not stop hours of collection
+            logger.error("question %s failed: %s", question_id(problem), exc)
+            stats.questions_failed += 1
+        else:
+            stats.questions_done += 1
+            stats.rows += len(rows)
+        stats.seconds = time.perf_counter() - start
+        bar.update(1)
+        bar.set_postfix(
+            rows=stats.rows, rows_per_s=f"{stats.rows_per_second:.3f}", failed=stats.questions_failed
+        )
+
+    try:
+        solve_many(engine, [p.question for p in todo], concurrency=workers, on_result=write)
+    finally:
+        bar.close()
+        for models in built:  # solve_many closed the generators; the scorers are ours to close
+            models.close()
     stats.seconds = time.perf_counter() - start
     return stats

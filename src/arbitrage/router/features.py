@@ -10,10 +10,10 @@ Features of one decision (all computed from a :class:`RouterExample`, nothing ge
   ended (separator / end of answer / token cap), the question's length.
 - **history** (only with history annotation): share and count of earlier steps the target wrote,
   whether the last one was, the length of the current run of target steps.
-- **text** of the step: digit share, numbers, ``=`` signs, operators, arithmetic ``a op b = c`` claims
-  checked and found wrong, ``\\boxed``, conclusion words ("therefore", "so"...), hedges ("wait",
-  "mistake"...), LaTeX, "Step N" openings, the share of its numbers not seen in the question or earlier
-  steps, word overlap with the previous step.
+- **text** of the step: digit share, numbers, ``=`` signs, operators, the equations it states checked
+  and found wrong (by the arithmetic verifier, :mod:`arbitrage.prm.arithmetic`), ``\\boxed``,
+  conclusion words ("therefore", "so"...), hedges ("wait", "mistake"...), LaTeX, "Step N" openings, the
+  share of its numbers not seen in the question or earlier steps, word overlap with the previous step.
 
 Estimators (``estimator``): ``logistic`` (default: standardised features, multinomial logistic
 regression; inference is a dot product in numpy, weights saved as plain arrays) and ``gbt``
@@ -23,17 +23,16 @@ slower to score, saved with joblib, i.e. pickle: load only router folders you tr
 
 from __future__ import annotations
 
-import ast
 import math
-import operator
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
 from arbitrage.errors import RouterError
+from arbitrage.prm.arithmetic import find_equations
 from arbitrage.router.base import RouterExample
 from arbitrage.router.labels import LabelScheme
 
@@ -94,52 +93,21 @@ def feature_names(annotate: bool) -> tuple[str, ...]:
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
 _OPERATOR = re.compile(r"[+\-*/×÷]|\\times|\\cdot|\\div")
-_CLAIM = re.compile(r"((?:[\d.,()\s$]|[+\-*/×÷]|\\times|\\cdot|\\div)+?)=\s*\$?\s*(-?\d[\d,]*(?:\.\d+)?)")
 _CONCLUSION = re.compile(r"\b(?:therefore|thus|so|hence|total|altogether|in total)\b", re.IGNORECASE)
 _HEDGE = re.compile(r"\b(?:wait|hmm|maybe|perhaps|actually|mistake|recheck|re-check|let me|assume)\b", re.I)
 _LATEX = re.compile(r"\\[a-zA-Z]+|\$")
 _HEADING = re.compile(r"^\s*(?:#+\s*)?(?:\*\*)?\s*step\s*\d", re.IGNORECASE)
 _WORD = re.compile(r"\w+")
-_BINOPS: dict[type, Callable[[float, float], float]] = {
-    ast.Add: operator.add,
-    ast.Sub: operator.sub,
-    ast.Mult: operator.mul,
-    ast.Div: operator.truediv,
-}
-
-
-def _evaluate(node: ast.AST) -> float:
-    """Value of a numbers-and-+-*/ expression tree (anything else raises ValueError)."""
-    if isinstance(node, ast.Expression):
-        return _evaluate(node.body)
-    if isinstance(node, ast.Constant) and isinstance(node.value, int | float):
-        return float(node.value)
-    if isinstance(node, ast.UnaryOp) and isinstance(node.op, ast.USub):
-        return -_evaluate(node.operand)
-    if isinstance(node, ast.BinOp) and type(node.op) in _BINOPS:
-        return _BINOPS[type(node.op)](_evaluate(node.left), _evaluate(node.right))
-    raise ValueError("not plain arithmetic")
 
 
 def check_arithmetic(text: str) -> tuple[int, int]:
-    """(claims checked, claims wrong) for the step's ``<arithmetic> = <number>`` statements."""
-    checked = wrong = 0
-    for match in _CLAIM.finditer(text):
-        expr, claimed = match.group(1).strip(), match.group(2)
-        if not _OPERATOR.search(expr) or not any(c.isdigit() for c in expr):
-            continue
-        expr = expr.replace(",", "").replace("$", "").replace("×", "*").replace("÷", "/")
-        expr = expr.replace("\\times", "*").replace("\\cdot", "*").replace("\\div", "/")
-        try:
-            value = _evaluate(ast.parse(expr, mode="eval"))
-            target = float(claimed.replace(",", ""))
-        except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, RecursionError):
-            continue
-        decimals = len(claimed.split(".")[1]) if "." in claimed else 0
-        checked += 1
-        if abs(value - target) > 0.5 * 10.0**-decimals + 1e-9 * max(1.0, abs(value)):
-            wrong += 1
-    return checked, wrong
+    """(equations checked, equations wrong) among those the step states.
+
+    The arithmetic verifier's reading of the step (:func:`arbitrage.prm.arithmetic.find_equations`):
+    exact, LaTeX- and unit-aware, and it never raises.
+    """
+    checks = find_equations(text)
+    return len(checks), sum(1 for c in checks if not c.holds)
 
 
 def _stats(values: tuple[float, ...]) -> tuple[np.ndarray, float, float]:
