@@ -87,7 +87,7 @@ class Engine:
         if not question or not question.strip():
             raise ConfigError("The question is empty")
         cfg = self.config
-        trace = SolveTrace(question=question, policy=self.policy.name)
+        trace = SolveTrace(question=question, policy=self.policy.name, separator=cfg.step.separator)
         seen: Counter[str] = Counter()
         solution_tokens = 0
         start = time.perf_counter()

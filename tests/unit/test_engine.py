@@ -204,3 +204,12 @@ def test_scripted_context_type() -> None:
     gen = ScriptedGenerator("d", ["x"])
     out = gen.generate_step(StepContext("q"), StepParams())
     assert out.finish_reason == FinishReason.EOS and out.text == "x"
+
+
+def test_solution_joins_steps_with_the_configured_separator() -> None:
+    draft, target = pair()
+    config = EngineConfig(step=StepParams(separator="\n"))
+    trace = Engine(draft, target, DraftOnlyPolicy(), config).solve("q?")
+    assert trace.separator == "\n"
+    assert trace.solution == "\n".join(DRAFT_STEPS)
+    assert trace.to_dict()["separator"] == "\n"
