@@ -337,7 +337,8 @@ def _plot(points: list[Point], x: str, xlabel: str, path: Path, title: str) -> N
         xs = [getattr(p, x) for p in members]
         ys = [p.accuracy for p in members]
         if name in ("draft", "target"):
-            ax.scatter(xs, ys, s=80, marker="*", label=f"{name} only", zorder=3)
+            color = "black" if name == "draft" else "tab:red"
+            ax.scatter(xs, ys, s=90, marker="*", color=color, label=f"{name} only", zorder=3)
         elif name == "random" and x == "acceptance":
             ax.scatter(xs, ys, marker="s", color="grey", label="random (measured)", zorder=3)
         else:
