@@ -69,6 +69,8 @@ def _speedups(table: list[dict[str, Any]], notes: list[str], boot: bool) -> list
             interval = _ci(r.get("speedup_ci"), ".2f")
             if r.get("speedup_ci") and r["verdict"] == "no difference":
                 interval += " (no difference)"
+            if r.get("speedup_ci") and r["speedup_defined"] < 0.995:
+                interval += f" (defined in {r['speedup_defined']:.0%} of resamples)"
             median = f"{r['median_speedup']:.2f}x" if r["median_speedup"] else "–"
             cells = [r["policy"], r["versus"], f"{r['matched_accuracy']:.3f}", f"{r['latency']:.1f}",
                      f"{r['versus_latency']:.1f}", f"{r['speedup']:.2f}x", interval, median]  # fmt: skip
@@ -80,7 +82,9 @@ def _speedups(table: list[dict[str, Any]], notes: list[str], boot: bool) -> list
             + (
                 " The interval recomputes every point's accuracy and mean latency, the matched accuracy "
                 "and the speedup on each resample of problems; an interval containing 1 is no "
-                "difference."
+                "difference. Where a family does not reach the matched accuracy on some resamples, the "
+                "interval is over the others and their share is stated: read it with care, as the "
+                "pair is then only barely comparable."
                 if boot
                 else ""
             ),
