@@ -132,13 +132,16 @@ def test_report_lists_errored_problems_and_puts_intervals_on_every_comparison(tm
     assert "`AttributeError: boom`" in report
     assert "| rsd_t=0.5 | 60 | 2 | 0.414 [" in report  # 24 correct of 58 completed
     comparisons = json.loads((tmp_path / "comparisons.json").read_text())
-    assert comparisons["bootstrap"] == {"resamples": 300, "seed": 0, "problems": 60, "paired": True}
+    # compared on the 58 problems every point completed: 3 and 8 are left out of every point
+    assert comparisons["bootstrap"] == {"resamples": 300, "seed": 0, "problems": 58, "paired": True}
+    assert comparisons["excluded_from_comparisons"] == ["3", "8"]
+    assert "every point on the same 58 problems" in report and "problem(s) 3, 8 errored" in report
     assert comparisons["errored"]["rsd_t=0.5"]["ids"] == ["3", "8"]
     speedups = {(r["policy"], r["versus"]): r for r in comparisons["speedups"]}
     lo, hi = speedups[("router", "rsd")]["speedup_ci"]
     assert lo <= speedups[("router", "rsd")]["speedup"] <= hi
     lifts = {r["point"]: r for r in comparisons["random_lift"]}
-    assert lifts["router_r=0.5"]["lift"] == pytest.approx(0.1)  # 0.6 vs random's 0.5 at acceptance 0.5
+    assert lifts["router_r=0.5"]["lift"] == pytest.approx(36 / 58 - 30 / 58)  # vs random at acceptance 0.5
     assert lifts["router_r=0.5"]["lift_ci"][0] > 0 and lifts["router_r=0.5"]["verdict"] == "above random"
     assert all(r["difference_ci"] is not None for rows in comparisons["curves"].values() for r in rows)
     assert "Lift over random" in report and "above random" in report

@@ -408,25 +408,36 @@ def build_report(
 
     rows = _sweep_rows(sweep_dir)
     records = load_records(sweep_dir, rows)
-    points = load_points(sweep_dir)
-    boot = resample(points, records, resamples, seed) if records is not None else None
+    points = load_points(sweep_dir)  # each point on the problems it completed (the table)
+    compared, boot, excluded = points, None, []
+    messages: dict[str, set[str]] = {}
+    for key, rs in (records or {}).items():
+        messages[key] = {r.error or "" for r in rs if not r.completed}
+    if records is not None:  # comparisons: every point on the problems all points completed
+        shared = common_problems(records)
+        excluded = sorted({r.id for rs in records.values() for r in rs} - shared, key=lambda i: (len(i), i))
+        records = {key: [r for r in rs if r.id in shared] if excluded else rs for key, rs in records.items()}
+        compared = [
+            _point({**row, **summarize(records[row["point"]], row["policy"]).to_dict()}) for row in rows
+        ]
+        boot = resample(compared, records, resamples, seed)
     title = title or f"Sweep report: {sweep_dir.name}"
     _plot(points, "acceptance", "acceptance rate (share of steps kept from the draft)",
           sweep_dir / "accuracy_vs_acceptance.png", "accuracy vs acceptance rate")  # fmt: skip
     _plot(points, "latency", "mean latency per problem (s)", sweep_dir / "accuracy_vs_latency.png",
           "accuracy vs latency")  # fmt: skip
-    comparisons = compare(points, boot)
-    errored = {
-        p.label: {
-            "ids": list(p.errored_ids),
-            "messages": sorted({r.error or "" for r in (records or {}).get(p.key, []) if not r.completed}),
-        }
-        for p in points
-        if p.errors
-    }
+    comparisons = {**compare(compared, boot), "excluded_from_comparisons": excluded}
+    errored = {p.label: {"ids": list(p.errored_ids), "messages": sorted(messages.get(p.key, set()))}
+               for p in points if p.errors}  # fmt: skip
     (sweep_dir / "speedups.json").write_text(json.dumps(comparisons["speedups"], indent=2))
     (sweep_dir / "curves.json").write_text(json.dumps(comparisons["curves"], indent=2))
     (sweep_dir / "comparisons.json").write_text(json.dumps({**comparisons, "errored": errored}, indent=2))
     report = sweep_dir / "report.md"
-    report.write_text(markdown(title, points, comparisons, errored, unmatched(points)))
+    report.write_text(markdown(title, points, comparisons, errored, unmatched(compared)))
     return report
+
+
+def common_problems(records: dict[str, list[ProblemRecord]]) -> set[str]:
+    """Ids of the problems every point completed: the comparisons' shared problems."""
+    done = [{r.id for r in rs if r.completed} for rs in records.values()]
+    return set.intersection(*done) if done else set()

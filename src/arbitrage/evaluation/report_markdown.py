@@ -165,6 +165,21 @@ def markdown(
     """The whole page."""
     boot = comparisons.get("bootstrap")
     lines = [f"# {title}", "", *_points_table(points), *_errored(errored)]
+    excluded = comparisons.get("excluded_from_comparisons") or []
+    if boot is not None:
+        lines += [
+            "",
+            "## Comparisons",
+            "",
+            f"The comparisons below are paired: every point on the same {boot['problems']} problems, the "
+            "ones that every point completed"
+            + (
+                f" (problem(s) {', '.join(excluded)} errored in some point and are left out of every point "
+                "here, so their figures can differ slightly from the table above)."
+                if excluded
+                else "."
+            ),
+        ]
     lines += _speedups(comparisons["speedups"], notes, boot is not None)
     lines += _curves(comparisons["curves"])
     lines += _lifts(comparisons["random_lift"])
