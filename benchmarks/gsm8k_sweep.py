@@ -1,8 +1,10 @@
 """The standard sweep: every policy on the same GSM8K test problems with the default local models.
 
-Runs ``arbitrage sweep`` (draft-only, target-only, RSD over thresholds with the waste diagnosis, the
-oracle, and the router over target rates when a trained router is given), then ``arbitrage report``,
-and prints the report's tables. Resumable: a killed run picks up where it stopped (the sweep keeps one
+Runs ``arbitrage sweep`` (draft-only, target-only, the random control at several escalation
+probabilities p, RSD over thresholds with the waste diagnosis, the oracle, and the router over target
+rates when a trained router is given), then ``arbitrage report``, and prints the report's tables. The
+random points measure the control every policy is judged against: the report gives each point its
+accuracy lift over random mixing at the same acceptance rate, with a paired bootstrap interval. Resumable: a killed run picks up where it stopped (the sweep keeps one
 JSON line per problem and point, and a step/score cache); rerun the same command.
 
     python benchmarks/gsm8k_sweep.py                      # 100 problems -> benchmarks/results/gsm8k_sweep
@@ -25,14 +27,18 @@ from arbitrage.errors import RouterError
 from arbitrage.router.store import read_config
 
 ROOT = Path(__file__).resolve().parents[1]
+RANDOM_PS = "0.25,0.5,0.75"  # escalation probabilities of the random control
 RSD_THRESHOLDS = "0.3,0.5,0.7,0.8,0.9"
 ORACLE_TAUS = "0"
 ROUTER_RATES = "0.2,0.4,0.6"
 
 
-def points(router: Path | None, rsd: str, oracle: str, rates: str) -> str:
+def points(router: Path | None, rsd: str, oracle: str, rates: str, random: str = RANDOM_PS) -> str:
     """The sweep grid: the cheap points first, so that later ones replay their cached steps."""
-    grid = ["draft", f"rsd:threshold={rsd}"]
+    grid = ["draft"]
+    if random:
+        grid.append(f"random:p={random}")
+    grid.append(f"rsd:threshold={rsd}")
     if router is not None:
         grid.append(f"router:target_rate={rates}")
     grid += [f"oracle:tau={oracle}", "target"]
@@ -44,6 +50,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="20 problems into gsm8k_sweep_quick")
     ap.add_argument("--limit", type=int, help="problems (default 100, or 20 with --quick)")
     ap.add_argument("--router", type=Path, help="a trained router folder: adds the router points")
+    ap.add_argument("--random-ps", default=RANDOM_PS, help="random control's p values ('' for none)")
     ap.add_argument("--rsd-thresholds", default=RSD_THRESHOLDS)
     ap.add_argument("--oracle-taus", default=ORACLE_TAUS)
     ap.add_argument("--router-rates", default=ROUTER_RATES)
@@ -60,7 +67,7 @@ def main() -> None:
         except RouterError as exc:
             sys.exit(f"error: {exc}")
     cli = [sys.executable, "-m", "arbitrage.cli.main"]
-    grid = points(args.router, args.rsd_thresholds, args.oracle_taus, args.router_rates)
+    grid = points(args.router, args.rsd_thresholds, args.oracle_taus, args.router_rates, args.random_ps)
     sweep = [*cli, "sweep", "--dataset", "gsm8k", "--limit", str(limit), "--points", grid, "--diagnose",
              "--out", str(out)]  # fmt: skip
     if args.router is not None:

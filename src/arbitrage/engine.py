@@ -100,7 +100,7 @@ class Engine:
             raise ConfigError("The question is empty")
         cfg = self.config
         given = tuple(prefix)
-        trace = SolveTrace(question=question, policy=self.policy.name)
+        trace = SolveTrace(question=question, policy=self.policy.name, separator=cfg.step.separator)
         seen: Counter[str] = Counter(key for key in map(_normalise, given) if key)
         solution_tokens = 0
         start = time.perf_counter()

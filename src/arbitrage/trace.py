@@ -138,10 +138,14 @@ class SolveTrace:
     diagnostic_seconds: float = 0.0  # Σ diagnostic seconds of every decision, dropped steps too (not latency)
     stop_reason: StopReason | None = None
     answer: str | None = None  # extracted final answer (last \boxed{}, with fallbacks)
+    # the step separator the solve ran with (the engine's ``EngineConfig.step.separator``); joins
+    # ``solution``
+    separator: str = "\n\n"
 
     @property
     def solution(self) -> str:
-        return "\n\n".join(step.text for step in self.steps)
+        """The accepted steps joined by the separator the solve ran with."""
+        return self.separator.join(step.text for step in self.steps)
 
     @property
     def acceptance_rate(self) -> float | None:
@@ -166,8 +170,14 @@ class SolveTrace:
         return self.usage["target"].calls / len(self.steps)
 
     @property
-    def latency_seconds(self) -> float:
-        """What the solve cost its user: wall time less diagnostic-only work."""
+    def wall_latency_seconds(self) -> float:
+        """What this solve cost its user, measured: wall time less diagnostic-only work (seconds).
+
+        Not the evaluation records' ``latency_seconds``
+        (:attr:`arbitrage.evaluation.records.ProblemRecord.latency_seconds`), which is a *sum of measured
+        call costs* (draft + target + policy seconds) and stays defined when calls are replayed from a
+        cache; this one is the wall clock of this solve, and shrinks when calls are replayed.
+        """
         return max(0.0, self.wall_seconds - self.diagnostic_seconds)
 
     @property
@@ -197,7 +207,7 @@ class SolveTrace:
             "wall_seconds": self.wall_seconds,
             "policy_seconds": self.policy_seconds,
             "diagnostic_seconds": self.diagnostic_seconds,
-            "latency_seconds": self.latency_seconds,
+            "wall_latency_seconds": self.wall_latency_seconds,
             "wasted_escalations": self.wasted_escalations,
             "escalations_with_rewards": self.escalations_with_rewards,
             "num_steps": len(self.steps),
@@ -206,6 +216,7 @@ class SolveTrace:
             "target_call_rate": self.target_call_rate,
             "usage": usage,
             "steps": [_step_dict(s) for s in self.steps],
+            "separator": self.separator,
             "solution": self.solution,
         }
 

@@ -36,7 +36,7 @@ def test_rsd_json_trace_has_rewards_and_threshold_decisions() -> None:
         assert decision["info"]["prm_calls"] == 1 and decision["info"]["prm_prefill_tokens"] > 0
         assert step["policy_seconds"] > 0 and step["diagnostic_seconds"] == 0
     assert trace["wasted_escalations"] is None and trace["diagnostic_seconds"] == 0
-    assert trace["latency_seconds"] == trace["wall_seconds"]
+    assert trace["wall_latency_seconds"] == trace["wall_seconds"]
     assert trace["policy_seconds"] == pytest.approx(sum(s["policy_seconds"] for s in trace["steps"]))
 
 

@@ -274,3 +274,12 @@ def test_prefix_limits_and_guards() -> None:
     draft = ScriptedGenerator("d", lambda ctx: ("done", FinishReason.EOS))
     trace = Engine(draft, draft, DraftOnlyPolicy()).solve("q?", prefix=["the total is 42"])
     assert trace.answer == "42"
+
+
+def test_solution_joins_steps_with_the_configured_separator() -> None:
+    draft, target = pair()
+    config = EngineConfig(step=StepParams(separator="\n"))
+    trace = Engine(draft, target, DraftOnlyPolicy(), config).solve("q?")
+    assert trace.separator == "\n"
+    assert trace.solution == "\n".join(DRAFT_STEPS)
+    assert trace.to_dict()["separator"] == "\n"

@@ -129,7 +129,7 @@ def test_run_eval_resumes_without_losing_or_duplicating(tmp_path: Path) -> None:
         fh.write('{"id": "2", "trunc')  # a line cut by a kill
     solved: list[str] = []
     summary = run_eval(problems(5), scripted_engine(), tmp_path, config,
-                       on_record=lambda r: solved.append(r["id"]), show_progress=False)  # fmt: skip
+                       on_record=lambda r: solved.append(r.id), show_progress=False)  # fmt: skip
     assert solved == ["2", "3", "4"]
     ids = [json.loads(line)["id"] for line in (tmp_path / "records.jsonl").open()]
     assert ids == ["0", "1", "2", "3", "4"]
@@ -174,7 +174,7 @@ def test_concurrent_eval_and_failed_problems_rerun(tmp_path: Path) -> None:
     broken.clear()
     rerun: list[str] = []
     second = run_eval(problems(5), engine, tmp_path, {"policy": "draft"}, show_progress=False,
-                      on_record=lambda r: rerun.append(r["id"]))  # fmt: skip
+                      on_record=lambda r: rerun.append(r.id))  # fmt: skip
     assert rerun == ["2"] and second.correct == 5 and second.errors == 0
 
 

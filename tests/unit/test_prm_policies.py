@@ -103,8 +103,8 @@ def test_rsd_diagnostics_are_timed_apart_and_excluded_from_latency(clock: Clock)
     assert first.decision.info["prm_calls"] == 1  # the diagnostic call is not counted as policy work
     assert not second.escalated and second.policy_seconds == 1.0 and second.diagnostic_seconds == 0.0
     assert trace.policy_seconds == 4.0 and trace.diagnostic_seconds == 1.0
-    assert trace.wall_seconds == 5.0 and trace.latency_seconds == 4.0
-    assert trace.to_dict()["latency_seconds"] == 4.0
+    assert trace.wall_seconds == 5.0 and trace.wall_latency_seconds == 4.0
+    assert trace.to_dict()["wall_latency_seconds"] == 4.0
 
 
 def test_oracle_escalates_iff_advantage_exceeds_tau(clock: Clock) -> None:

@@ -65,9 +65,9 @@ def test_replayed_prm_calls_count_their_stored_seconds(tmp_path: Path, clock: Cl
     assert second.policy_seconds == pytest.approx(4.0)  # stored seconds of the 4 replayed calls
     problem = Problem("0", "q?", "1", "toy")
     live, replayed = record_for(problem, first), record_for(problem, second)
-    assert (live["live_prm_calls"], live["replayed_prm_calls"]) == (4, 0)
-    assert (replayed["live_prm_calls"], replayed["replayed_prm_calls"]) == (0, 4)
-    assert replayed["latency_seconds"] == pytest.approx(live["latency_seconds"])
+    assert (live.live_prm_calls, live.replayed_prm_calls) == (4, 0)
+    assert (replayed.live_prm_calls, replayed.replayed_prm_calls) == (0, 4)
+    assert replayed.latency_seconds == pytest.approx(live.latency_seconds)
 
 
 def test_oracle_on_a_partly_warm_cache_mixes_live_and_replayed(tmp_path: Path, clock: Clock) -> None:

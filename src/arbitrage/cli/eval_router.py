@@ -24,6 +24,15 @@ def eval_router(
             "downsampling on/off.",
         ),
     ] = False,
+    folds: Annotated[
+        int,
+        typer.Option(
+            "--folds",
+            min=0,
+            help="Question-grouped folds: each metric as a mean over K folds with a 95% interval. --router: "
+            "its training options retrained per fold (0: only the saved router). --ablation: 1 = one split.",
+        ),
+    ] = 5,
     kind: t.Kind = "features",
     score: t.Score = "p_positive",
     val_fraction: t.ValFraction = 0.2,
@@ -45,12 +54,21 @@ def eval_router(
 ) -> None:
     """Evaluate routers on DATA: Spearman ρ (ŷ vs Δ), balanced accuracy, per-label accuracy, ROC-AUC.
 
-    --router PATH scores a saved router on the rows of questions it was not trained on. --ablation trains
-    the variants of the paper's three ablation tables (the training options below set the base variant)
-    on one split by question id and scores each on the held-out questions.
+    --router PATH scores a saved router on the rows of questions it was not trained on, and retrains its
+    options on K question-grouped folds (--folds) to show how much one split's numbers move. --ablation
+    trains the variants of the paper's three ablation tables (the training options below set the base
+    variant) over K folds by question id and scores each on its held-out questions: mean and 95% interval
+    over the folds.
     """
     from arbitrage.router.base import RouterError
-    from arbitrage.router.evaluate import ablation_markdown, evaluate_saved, markdown_table, run_ablation
+    from arbitrage.router.evaluate import (
+        FOLD_NOTE,
+        ablation_markdown,
+        evaluate_saved,
+        fold_table,
+        markdown_table,
+        run_ablation,
+    )
     from arbitrage.router.store import load_router
     from arbitrage.router.train import load_rows
 
@@ -59,7 +77,7 @@ def eval_router(
         raise RouterError("Nothing to evaluate: give --router PATH (repeatable), --ablation, or both")
     # check everything that can fail fast before any training
     loaded = [load_router(p, device=device) for p in routers]
-    base = (
+    options = (
         t.make_options(
             kind=kind,
             classes=2,
@@ -79,19 +97,29 @@ def eval_router(
             train_layers=train_layers,
             head_lr=head_lr,
         )
-        if ablation
+        if ablation or (loaded and folds >= 2)
         else None
     )
     rows = load_rows(data)
     report: dict[str, Any] = {"data": str(data)}
     markdown: list[str] = []
     if loaded:
-        results = [evaluate_saved(r, rows) for r in loaded]
+        results = [evaluate_saved(r, rows, folds, options, progress=True) for r in loaded]
         report["routers"] = [r.to_dict() for r in results]
         markdown.append(f"## Routers on held-out questions of {data}\n\n{markdown_table(results)}\n")
-    if base is not None:
+        crossed = [r for r in results if r.folds is not None]
+        if crossed:
+            markdown.append(
+                f"## The same training options over {folds} question-grouped folds of {data}\n\n"
+                f"{fold_table(crossed)}\n\n{FOLD_NOTE}\n"
+            )
+    if ablation and options is not None:
         result = run_ablation(
-            rows, base, on_variant=lambda label: typer.echo(f"training {label}", err=True), progress=True
+            rows,
+            options,
+            on_variant=lambda label: typer.echo(f"training {label}", err=True),
+            progress=True,
+            folds=max(folds, 1),
         )
         report["ablation"] = result.to_dict()
         markdown.append(f"## Ablation\n\n{ablation_markdown(result)}")

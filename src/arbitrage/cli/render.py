@@ -68,7 +68,8 @@ def print_summary(console: Console, trace: SolveTrace) -> None:
         waste = "-" if wasted is None else f"{wasted}/{trace.escalations_with_rewards}"
         console.print(
             f"PRM (policy) s {trace.policy_seconds:.2f}   diagnostics s {trace.diagnostic_seconds:.2f} "
-            f"(not in latency)   latency s {trace.latency_seconds:.1f}   wasted escalations {waste}"
+            f"(not in latency)   latency (wall) s {trace.wall_latency_seconds:.1f}   "
+            f"wasted escalations {waste}"
         )
     console.print(f"[bold]answer[/] {escape(str(trace.answer))}")
 
@@ -76,12 +77,15 @@ def print_summary(console: Console, trace: SolveTrace) -> None:
 def print_eval_summary(console: Console, summary: EvalSummary, out: Path) -> None:
     """The headline numbers of an evaluation run."""
     lo, hi = summary.accuracy_ci
-    table = Table(title=f"{summary.policy}: {summary.problems} problems", show_header=False)
+    title = f"{summary.policy}: {summary.problems} problems, {summary.errors} errored"
+    table = Table(title=title, show_header=False)
     table.add_column("metric")
     table.add_column("value", justify="right")
     s = summary
     rows = [
-        ("accuracy", f"{s.accuracy:.3f} ({s.correct}/{s.problems}, 95% CI {lo:.3f}–{hi:.3f})"),
+        ("accuracy (completed problems)",
+         f"{s.accuracy:.3f} ({s.correct}/{s.completed}, 95% CI {lo:.3f}–{hi:.3f})"),
+        ("errored (not in accuracy)", f"{s.errors}" + (f": {', '.join(s.errored_ids)}" if s.errors else "")),
         ("acceptance rate (steps)", _fmt(summary.acceptance_rate, ".3f")),
         ("acceptance rate (tokens)", _fmt(summary.token_acceptance_rate, ".3f")),
         ("target-call rate", _fmt(summary.target_call_rate, ".3f")),
@@ -91,13 +95,17 @@ def print_eval_summary(console: Console, summary: EvalSummary, out: Path) -> Non
          f"{summary.latency_mean_s:.1f} / {summary.latency_median_s:.1f} / {summary.latency_p90_s:.1f}"),
         ("policy (PRM/router) s per problem", f"{summary.policy_seconds_mean:.3f}"),
         ("escalations", str(summary.escalations)),
-        ("errors", str(summary.errors)),
     ]  # fmt: skip
     if summary.wasted_escalations is not None:
         rows.append(("wasted escalations (diagnosed)", str(summary.wasted_escalations)))
     for name, value in rows:
         table.add_row(name, value)
     console.print(table)
+    if summary.errors:
+        console.print(
+            f"[yellow]{summary.errors} errored problem(s) are not counted in accuracy or latency; "
+            "rerun the same command to solve them again[/]"
+        )
     console.print(f"records: {out / 'records.jsonl'}   summary: {out / 'summary.json'}")
 
 
@@ -106,7 +114,8 @@ def print_sweep_table(console: Console, summaries: list[EvalSummary], out: Path)
     table = Table(title=f"sweep: {out}")
     for column in (
         "policy",
-        "accuracy",
+        "accuracy (completed)",
+        "errored",
         "acceptance",
         "target calls",
         "latency median s",
@@ -116,13 +125,16 @@ def print_sweep_table(console: Console, summaries: list[EvalSummary], out: Path)
     for s in summaries:
         table.add_row(
             s.policy,
-            f"{s.accuracy:.3f}",
+            f"{s.accuracy:.3f} ({s.correct}/{s.completed})",
+            str(s.errors),
             _fmt(s.acceptance_rate, ".3f"),
             _fmt(s.target_call_rate, ".3f"),
             f"{s.latency_median_s:.1f}",
             f"{s.replayed_calls}/{s.live_calls}",
         )
     console.print(table)
+    console.print("accuracy is over the completed problems; errored ones (their solve raised) are counted "
+                  "apart and run again when the sweep is resumed")  # fmt: skip
     console.print(f"sweep summary: {out / 'sweep.json'}   plots: arbitrage report {out}")
 
 

@@ -1,4 +1,5 @@
-"""``arbitrage report``: plots, speedups at matched accuracy and the RSD waste analysis of a sweep."""
+"""``arbitrage report``: plots, speedups at matched accuracy with paired bootstrap intervals, lift over
+random, errored problems and the RSD waste analysis of a sweep."""
 
 from __future__ import annotations
 
@@ -11,10 +12,14 @@ import typer
 def report(
     sweep_dir: Annotated[Path, typer.Argument(help="A sweep output folder (holding sweep.json).")],
     title: Annotated[str | None, typer.Option(help="Report title.")] = None,
+    resamples: Annotated[
+        int, typer.Option(min=100, help="Bootstrap resamples of problems for the comparisons' 95% intervals.")
+    ] = 2000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap resamples.")] = 0,
 ) -> None:
-    """Write report.md and PNG plots into SWEEP_DIR and print the Markdown."""
+    """Write report.md, comparisons.json and PNG plots into SWEEP_DIR and print the Markdown."""
     from arbitrage.evaluation.report import build_report
 
-    path = build_report(sweep_dir, title)
+    path = build_report(sweep_dir, title, resamples=resamples, seed=seed)
     typer.echo(path.read_text())
     typer.echo(f"\nwritten: {path}")

@@ -1,11 +1,24 @@
 """Reports from sweep results: accuracy-vs-acceptance and accuracy-vs-latency plots, speedups at
-matched accuracy, and the RSD waste analysis, as PNG files and a Markdown page.
+matched accuracy, curve differences, lift over random, and the RSD waste analysis, as PNG files, JSON
+and a Markdown page.
+
+Errored problems (a solve that raised; :mod:`arbitrage.evaluation.records`) are counted and listed per
+point, and left out of that point's accuracy and latency, never counted as wrong. When the points'
+``records.jsonl`` are present the figures are recomputed from them (so a sweep summarised before
+errored problems were told apart reads correctly), and every comparison gets a paired bootstrap 95%
+interval over problems (:mod:`arbitrage.evaluation.bootstrap`).
 
 Speedup at matched accuracy: for each policy family its *frontier* is the lowest mean latency that
 reaches at least a given accuracy, interpolated linearly between the family's points ordered by
 latency (``latency_at``). For families A and B the speedup of A over B at accuracy a is
 ``latency_B(a) / latency_A(a)``; it is reported at the highest accuracy both families reach (the
 matched accuracy is stated) and against target-only decoding at the target's own accuracy.
+
+Random control: mixing draft and target steps at random traces, in expectation, the straight line
+between the draft-only point (acceptance 1) and the target-only point (acceptance 0); measured
+``random`` points refine it. A policy point's *lift over random* is its accuracy minus the random
+control's at the point's own acceptance rate, interpolated linearly between the control points (draft,
+target and random points) that bracket it. A lift whose interval contains 0 is "no difference".
 """
 
 from __future__ import annotations
@@ -14,13 +27,26 @@ import itertools
 import json
 import math
 from collections import defaultdict
-from dataclasses import dataclass
+from collections.abc import Callable, Hashable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from arbitrage.errors import ConfigError
+from arbitrage.evaluation.bootstrap import (
+    RESAMPLES,
+    SEED,
+    Interval,
+    PointSamples,
+    ResampledPoint,
+    percentile_interval,
+    resample_points,
+)
+from arbitrage.evaluation.records import RECORDS, ProblemRecord, read_records
+from arbitrage.evaluation.summary import summarize
 
 FAMILY_ORDER = ("router", "oracle", "rsd", "random")
+CONTROL_FAMILIES = ("draft", "target", "random")  # the random control: draft-only, target-only, random
 
 
 @dataclass(frozen=True, slots=True)
@@ -29,7 +55,7 @@ class Point:
 
     family: str  # policy family: draft, target, random, rsd, oracle, router
     label: str
-    accuracy: float
+    accuracy: float  # correct / completed problems (errored ones left out)
     acceptance: float  # step-level acceptance rate
     latency: float  # mean per-problem latency, seconds
     latency_median: float
@@ -43,34 +69,65 @@ class Point:
     live_calls: int = 0
     replayed_prm_calls: int = 0  # PRM calls replayed from the score cache
     live_prm_calls: int = 0
+    errors: int = 0  # errored problems (not in accuracy or latency)
+    errored_ids: tuple[str, ...] = ()  # their ids
+    key: str = ""  # the point's folder under the sweep (its records), e.g. "rsd_threshold=0.9"
+
+    @property
+    def completed(self) -> int:
+        return self.problems - self.errors
 
 
-def load_points(sweep_dir: Path) -> list[Point]:
+def _point(row: dict[str, Any]) -> Point:
+    return Point(
+        family=row["policy_name"],
+        label=row["policy"],
+        accuracy=row["accuracy"],
+        acceptance=row["acceptance_rate"] if row["acceptance_rate"] is not None else float("nan"),
+        latency=row["latency_mean_s"],
+        latency_median=row["latency_median_s"],
+        target_call_rate=row["target_call_rate"] or 0.0,
+        escalations=row["escalations"],
+        wasted=row.get("wasted_escalations"),
+        rewarded=row.get("rewarded_escalations", row["escalations"]),
+        accuracy_ci=tuple(row.get("accuracy_ci", (float("nan"), float("nan")))),
+        problems=row.get("problems", 0),
+        replayed_calls=row.get("replayed_calls", 0),
+        live_calls=row.get("live_calls", 0),
+        replayed_prm_calls=row.get("replayed_prm_calls", 0),
+        live_prm_calls=row.get("live_prm_calls", 0),
+        errors=row.get("errors", 0),
+        errored_ids=tuple(str(i) for i in row.get("errored_ids", ())),
+        key=str(row.get("point", "")),
+    )
+
+
+def _sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
     path = sweep_dir / "sweep.json"
     if not path.is_file():
         raise ConfigError(f"No sweep results in {sweep_dir} (expected {path}); run `arbitrage sweep` first")
     rows: list[dict[str, Any]] = json.loads(path.read_text())
-    return [
-        Point(
-            family=row["policy_name"],
-            label=row["policy"],
-            accuracy=row["accuracy"],
-            acceptance=row["acceptance_rate"] if row["acceptance_rate"] is not None else float("nan"),
-            latency=row["latency_mean_s"],
-            latency_median=row["latency_median_s"],
-            target_call_rate=row["target_call_rate"] or 0.0,
-            escalations=row["escalations"],
-            wasted=row.get("wasted_escalations"),
-            rewarded=row.get("rewarded_escalations", row["escalations"]),
-            accuracy_ci=tuple(row.get("accuracy_ci", (float("nan"), float("nan")))),
-            problems=row.get("problems", 0),
-            replayed_calls=row.get("replayed_calls", 0),
-            live_calls=row.get("live_calls", 0),
-            replayed_prm_calls=row.get("replayed_prm_calls", 0),
-            live_prm_calls=row.get("live_prm_calls", 0),
-        )
-        for row in rows
-    ]
+    return rows
+
+
+def load_records(sweep_dir: Path, rows: list[dict[str, Any]]) -> dict[str, list[ProblemRecord]] | None:
+    """Every point's records (by point folder), or None when a point's ``records.jsonl`` is missing."""
+    records = {}
+    for row in rows:
+        path = sweep_dir / str(row.get("point", "")) / RECORDS
+        if not row.get("point") or not path.is_file():
+            return None
+        records[str(row["point"])] = read_records(path)
+    return records
+
+
+def load_points(sweep_dir: Path) -> list[Point]:
+    """The sweep's points; recomputed from their records when every point has them."""
+    rows = _sweep_rows(sweep_dir)
+    records = load_records(sweep_dir, rows)
+    if records is not None:
+        rows = [{**row, **summarize(records[row["point"]], row["policy"]).to_dict()} for row in rows]
+    return [_point(row) for row in rows]
 
 
 def _latency(p: Point, median: bool) -> float:
@@ -184,9 +241,85 @@ def curve_comparison(points: list[Point], family: str, versus: str) -> list[dict
     for p in sorted((p for p in points if p.family == versus), key=lambda p: p.acceptance):
         a = accuracy_at_acceptance(mine, p.acceptance)
         if a is not None:
-            row = {"acceptance": p.acceptance, family: a, versus: p.accuracy}
+            row = {"point": p.label, "acceptance": p.acceptance, family: a, versus: p.accuracy}
             rows.append({**row, "difference": a - p.accuracy})
     return rows
+
+
+def random_lifts(points: list[Point]) -> list[dict[str, Any]]:
+    """Each policy point's accuracy minus the random control's at the point's acceptance rate.
+
+    The control is the draft-only, target-only and measured ``random`` points, interpolated linearly
+    by acceptance (see the module docstring); points outside its range get no row.
+    """
+    control = [p for p in points if p.family in CONTROL_FAMILIES]
+    rows = []
+    for p in points:
+        if p.family in CONTROL_FAMILIES or math.isnan(p.acceptance):
+            continue
+        base = accuracy_at_acceptance(control, p.acceptance)
+        if base is not None:
+            row = {"point": p.label, "family": p.family, "acceptance": p.acceptance, "accuracy": p.accuracy}
+            rows.append({**row, "random_accuracy": base, "lift": p.accuracy - base})
+    return rows
+
+
+@dataclass(frozen=True, slots=True)
+class Resampled:
+    """Every point's figures on the same bootstrap resamples of problems."""
+
+    points: list[Point]  # the point estimates
+    samples: dict[str, ResampledPoint]  # by point key
+    resamples: int
+    seed: int
+    problems: int  # problems resampled (the union of the points' problem ids)
+
+    def at(self, b: int) -> list[Point]:
+        """The points as computed on resample ``b``."""
+        return [
+            replace(
+                p,
+                accuracy=float(r.accuracy[b]),
+                acceptance=float(r.acceptance[b]),
+                latency=float(r.latency[b]),
+                latency_median=float(r.latency[b]),
+            )
+            for p, r in ((p, self.samples[p.key]) for p in self.points)
+        ]
+
+    def interval(
+        self, derive: Callable[[list[Point]], dict[Hashable, float | None]]
+    ) -> dict[Hashable, Interval]:
+        """Bootstrap intervals of the quantities ``derive`` computes from the points, by key."""
+        values: dict[Hashable, list[float | None]] = defaultdict(list)
+        for b in range(self.resamples):
+            derived = derive(self.at(b))
+            for key in values.keys() | derived.keys():
+                values[key].append(derived.get(key))
+        return {key: percentile_interval(v + [None] * (self.resamples - len(v))) for key, v in values.items()}
+
+
+def resample(
+    points: list[Point], records: dict[str, list[ProblemRecord]], resamples: int = RESAMPLES, seed: int = SEED
+) -> Resampled:
+    """Paired bootstrap resamples of every point, on the union of their problem ids."""
+    ids = sorted({r.id for rs in records.values() for r in rs}, key=lambda i: (len(i), i))
+    samples = {p.key: PointSamples.from_records(records[p.key], ids) for p in points}
+    return Resampled(points, resample_points(samples, resamples, seed), resamples, seed, len(ids))
+
+
+def _ci(interval: Interval | None, digits: int = 3) -> str:
+    if interval is None or interval.low is None or interval.high is None:
+        return "–"
+    return f"[{interval.low:.{digits}f}, {interval.high:.{digits}f}]"
+
+
+def _verdict(interval: Interval | None, null: float, above: str, below: str) -> str:
+    if interval is None or interval.low is None or interval.high is None:
+        return "no interval"
+    if interval.contains(null):
+        return "no difference"
+    return above if interval.low > null else below
 
 
 def _plot(points: list[Point], x: str, xlabel: str, path: Path, title: str) -> None:
@@ -204,11 +337,18 @@ def _plot(points: list[Point], x: str, xlabel: str, path: Path, title: str) -> N
         xs = [getattr(p, x) for p in members]
         ys = [p.accuracy for p in members]
         if name in ("draft", "target"):
-            ax.scatter(xs, ys, s=80, marker="*", label=f"{name} only", zorder=3)
+            color = "black" if name == "draft" else "tab:red"
+            ax.scatter(xs, ys, s=90, marker="*", color=color, label=f"{name} only", zorder=3)
+        elif name == "random" and x == "acceptance":
+            ax.scatter(xs, ys, marker="s", color="grey", label="random (measured)", zorder=3)
         else:
             ax.plot(xs, ys, marker="o", label=name)
+    control = sorted((p for p in points if p.family in CONTROL_FAMILIES), key=lambda p: p.acceptance)
+    if x == "acceptance" and len(control) >= 2:
+        ax.plot([p.acceptance for p in control], [p.accuracy for p in control], linestyle="--",
+                color="grey", alpha=0.7, label="random mixing (control)")  # fmt: skip
     ax.set_xlabel(xlabel)
-    ax.set_ylabel("accuracy")
+    ax.set_ylabel("accuracy (completed problems)")
     ax.set_title(title)
     ax.grid(alpha=0.3)
     ax.legend()
@@ -217,94 +357,87 @@ def _plot(points: list[Point], x: str, xlabel: str, path: Path, title: str) -> N
     plt.close(fig)
 
 
-def build_report(sweep_dir: Path, title: str | None = None) -> Path:
-    """Write ``report.md``, ``accuracy_vs_acceptance.png`` and ``accuracy_vs_latency.png``."""
-    points = load_points(sweep_dir)
+CURVE_PAIRS = (("router", "rsd"), ("rsd", "router"), ("oracle", "rsd"), ("router", "oracle"))
+
+
+def compare(points: list[Point], boot: Resampled | None) -> dict[str, Any]:
+    """Speedups, curve differences and lifts over random, each row with its interval when ``boot``."""
+    table = speedups(points)
+    curves = {f"{f}_vs_{v}": rows for f, v in CURVE_PAIRS if (rows := curve_comparison(points, f, v))}
+    lifts = random_lifts(points)
+    if boot is not None:
+
+        def derive(pts: list[Point]) -> dict[Hashable, float | None]:
+            out: dict[Hashable, float | None] = {}
+            out.update({("speedup", r["policy"], r["versus"]): r["speedup"] for r in speedups(pts)})
+            for f, v in CURVE_PAIRS:
+                out.update(
+                    {("curve", f, v, r["point"]): r["difference"] for r in curve_comparison(pts, f, v)}
+                )
+            out.update({("lift", r["point"]): r["lift"] for r in random_lifts(pts)})
+            return out
+
+        intervals = boot.interval(derive)
+        for r in table:
+            ci = intervals.get(("speedup", r["policy"], r["versus"]))
+            r["speedup_ci"], r["speedup_defined"] = (ci.to_list(), ci.defined) if ci else (None, 0.0)
+            r["verdict"] = _verdict(ci, 1.0, "faster", "slower")
+        for name, rows in curves.items():
+            f, v = name.split("_vs_")
+            for r in rows:
+                ci = intervals.get(("curve", f, v, r["point"]))
+                r["difference_ci"] = ci.to_list() if ci else None
+                r["verdict"] = _verdict(ci, 0.0, "above", "below")
+        for r in lifts:
+            ci = intervals.get(("lift", r["point"]))
+            r["lift_ci"] = ci.to_list() if ci else None
+            r["verdict"] = _verdict(ci, 0.0, "above random", "below random")
+    bootstrap = (
+        {"resamples": boot.resamples, "seed": boot.seed, "problems": boot.problems, "paired": True}
+        if boot is not None
+        else None
+    )
+    return {"bootstrap": bootstrap, "speedups": table, "curves": curves, "random_lift": lifts}
+
+
+def build_report(
+    sweep_dir: Path, title: str | None = None, resamples: int = RESAMPLES, seed: int = SEED
+) -> Path:
+    """Write ``report.md``, the plots, ``speedups.json``, ``curves.json`` and ``comparisons.json``."""
+    from arbitrage.evaluation.report_markdown import markdown
+
+    rows = _sweep_rows(sweep_dir)
+    records = load_records(sweep_dir, rows)
+    points = load_points(sweep_dir)  # each point on the problems it completed (the table)
+    compared, boot, excluded = points, None, []
+    messages: dict[str, set[str]] = {}
+    for key, rs in (records or {}).items():
+        messages[key] = {r.error or "" for r in rs if not r.completed}
+    if records is not None:  # comparisons: every point on the problems all points completed
+        shared = common_problems(records)
+        excluded = sorted({r.id for rs in records.values() for r in rs} - shared, key=lambda i: (len(i), i))
+        records = {key: [r for r in rs if r.id in shared] if excluded else rs for key, rs in records.items()}
+        compared = [
+            _point({**row, **summarize(records[row["point"]], row["policy"]).to_dict()}) for row in rows
+        ]
+        boot = resample(compared, records, resamples, seed)
     title = title or f"Sweep report: {sweep_dir.name}"
     _plot(points, "acceptance", "acceptance rate (share of steps kept from the draft)",
           sweep_dir / "accuracy_vs_acceptance.png", "accuracy vs acceptance rate")  # fmt: skip
     _plot(points, "latency", "mean latency per problem (s)", sweep_dir / "accuracy_vs_latency.png",
           "accuracy vs latency")  # fmt: skip
-    lines = [
-        f"# {title}",
-        "",
-        "| policy | problems | accuracy [95% CI] | acceptance | target-call rate | mean latency s | "
-        "median s | model calls replayed / live | PRM calls replayed / live |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
-    ]
-    for p in sorted(points, key=lambda p: (p.family, -p.acceptance if not math.isnan(p.acceptance) else 0)):
-        lo, hi = p.accuracy_ci
-        cells = [
-            p.label,
-            str(p.problems),
-            f"{p.accuracy:.3f} [{lo:.2f}, {hi:.2f}]",
-            f"{p.acceptance:.3f}",
-            f"{p.target_call_rate:.3f}",
-            f"{p.latency:.1f}",
-            f"{p.latency_median:.1f}",
-            f"{p.replayed_calls} / {p.live_calls}",
-            f"{p.replayed_prm_calls} / {p.live_prm_calls}",
-        ]
-        lines.append("| " + " | ".join(cells) + " |")
-    lines += [
-        "",
-        "Latency is the sum of the measured costs of a problem's model and PRM calls. Calls replayed from "
-        "the sweep's step and score caches (identical greedy requests made by an earlier point) add the "
-        "seconds measured when they first ran; the last two columns say how many of each.",
-    ]
-    table = speedups(points)
-    lines += ["", "## Speedup at matched accuracy", ""]
-    if table:
-        lines += ["| policy | versus | matched accuracy | mean latency s | versus mean s | speedup (mean) "
-                  "| speedup (median) |",
-                  "| --- | --- | ---: | ---: | ---: | ---: | ---: |"]  # fmt: skip
-        lines += [f"| {r['policy']} | {r['versus']} | {r['matched_accuracy']:.3f} | {r['latency']:.1f} | "
-                  f"{r['versus_latency']:.1f} | {r['speedup']:.2f}x | "
-                  + (f"{r['median_speedup']:.2f}x |" if r["median_speedup"] else "– |")
-                  for r in table]  # fmt: skip
-        lines += [
-            "",
-            "Latencies are interpolated on each family's accuracy-latency frontier at the matched "
-            "accuracy: the higher accuracy both families reach, or target-only's own.",
-        ]
-    else:
-        lines.append("No pair of policy families reaches a common accuracy.")
-    missing = unmatched(points)
-    if missing:
-        lines += ["", *(f"- {note}" for note in missing)]
-    comparisons = {}
-    for family, versus in (("router", "rsd"), ("rsd", "router"), ("oracle", "rsd"), ("router", "oracle")):
-        rows = curve_comparison(points, family, versus)
-        if not rows:
-            continue
-        comparisons[f"{family}_vs_{versus}"] = rows
-        above = sum(1 for r in rows if r["difference"] > 0)
-        lines += [
-            "",
-            f"## {family} vs {versus}: accuracy at {versus}'s acceptance rates",
-            "",
-            f"{family} is above {versus} at {above} of {len(rows)} of {versus}'s points "
-            f"({family}'s accuracy interpolated between its own points).",
-            "",
-            f"| acceptance | {family} | {versus} | difference |",
-            "| ---: | ---: | ---: | ---: |",
-        ]
-        for r in rows:
-            cells = [f"{r['acceptance']:.3f}", f"{r[family]:.3f}", f"{r[versus]:.3f}"]
-            lines.append("| " + " | ".join(cells) + f" | {r['difference']:+.3f} |")
-    (sweep_dir / "curves.json").write_text(json.dumps(comparisons, indent=2))
-    waste = [p for p in points if p.family == "rsd" and p.wasted is not None and p.rewarded]
-    if waste:
-        lines += ["", "## RSD waste: escalations whose target step did not beat the draft's reward", "",
-                  "| point | deferral rate | escalations (both rewards known) | wasted | share wasted |",
-                  "| --- | ---: | ---: | ---: | ---: |"]  # fmt: skip
-        for p in sorted(waste, key=lambda p: p.acceptance, reverse=True):
-            assert p.wasted is not None
-            lines.append(f"| {p.label} | {1 - p.acceptance:.3f} | {p.rewarded} | {p.wasted} | "
-                         f"{p.wasted / p.rewarded:.3f} |")  # fmt: skip
-    lines += ["", "![accuracy vs acceptance](accuracy_vs_acceptance.png)", "",
-              "![accuracy vs latency](accuracy_vs_latency.png)", ""]  # fmt: skip
-    (sweep_dir / "speedups.json").write_text(json.dumps(table, indent=2))
+    comparisons = {**compare(compared, boot), "excluded_from_comparisons": excluded}
+    errored = {p.label: {"ids": list(p.errored_ids), "messages": sorted(messages.get(p.key, set()))}
+               for p in points if p.errors}  # fmt: skip
+    (sweep_dir / "speedups.json").write_text(json.dumps(comparisons["speedups"], indent=2))
+    (sweep_dir / "curves.json").write_text(json.dumps(comparisons["curves"], indent=2))
+    (sweep_dir / "comparisons.json").write_text(json.dumps({**comparisons, "errored": errored}, indent=2))
     report = sweep_dir / "report.md"
-    report.write_text("\n".join(lines))
+    report.write_text(markdown(title, points, comparisons, errored, unmatched(compared)))
     return report
+
+
+def common_problems(records: dict[str, list[ProblemRecord]]) -> set[str]:
+    """Ids of the problems every point completed: the comparisons' shared problems."""
+    done = [{r.id for r in rs if r.completed} for rs in records.values()]
+    return set.intersection(*done) if done else set()

@@ -1,7 +1,10 @@
 """Summaries of evaluation records: accuracy with a confidence interval, acceptance, cost, latency.
 
-Formulas (over the problems of a run):
-- accuracy = correct / problems, with a 95% Wilson score interval.
+Formulas (over the problems of a run). An *errored* problem (its solve raised; see
+:mod:`arbitrage.evaluation.records`) is neither right nor wrong: it is counted in ``errors``, its id is
+listed in ``errored_ids``, and every other figure is over the *completed* problems only.
+- accuracy = correct / completed problems, with a 95% Wilson score interval; shown beside the number
+  of errored problems, never folded into it.
 - acceptance_rate = Σ draft-kept steps / Σ steps (pooled over all steps of all problems).
 - token_acceptance_rate = Σ draft-kept tokens / Σ solution tokens (the official code's weighting).
 - target_call_rate = Σ target step calls / Σ steps.
@@ -16,9 +19,11 @@ from __future__ import annotations
 
 import math
 import statistics
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from arbitrage.evaluation.records import ProblemRecord, as_record
 
 
 def wilson_interval(successes: int, n: int, z: float = 1.96) -> tuple[float, float]:
@@ -44,11 +49,11 @@ class EvalSummary:
     """One evaluation run, summarised. Written to ``summary.json`` and read by sweeps and reports."""
 
     policy: str
-    problems: int
-    errors: int  # problems whose solve failed (counted as incorrect)
-    correct: int
-    accuracy: float
-    accuracy_ci: tuple[float, float]  # 95% Wilson interval
+    problems: int  # problems of the run, errored ones included
+    errors: int  # errored problems: the solve raised (not counted in accuracy; ids in errored_ids)
+    correct: int  # completed problems answered correctly
+    accuracy: float  # correct / completed problems (completed = problems − errors)
+    accuracy_ci: tuple[float, float]  # 95% Wilson interval of accuracy, over the completed problems
     acceptance_rate: float | None  # step-level, pooled
     token_acceptance_rate: float | None
     target_call_rate: float | None
@@ -67,45 +72,53 @@ class EvalSummary:
     live_calls: int = 0  # model calls measured in this run
     replayed_prm_calls: int = 0  # PRM calls replayed from a score cache (stored seconds summed)
     live_prm_calls: int = 0  # PRM calls measured in this run
+    errored_ids: tuple[str, ...] = ()  # ids of the errored problems, in record order
+
+    @property
+    def completed(self) -> int:
+        """Problems whose solve finished (the accuracy's denominator)."""
+        return self.problems - self.errors
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def summarize(records: Sequence[dict[str, Any]], policy: str) -> EvalSummary:
-    """Summarise per-problem records as written by the evaluation runner."""
-    n = len(records)
-    ok = [r for r in records if r.get("error") is None]
-    correct = sum(1 for r in records if r.get("correct"))
-    steps = sum(r["steps"] for r in ok)
-    draft_steps = sum(r["draft_steps"] for r in ok)
-    tokens = sum(r["solution_tokens"] for r in ok)
-    draft_tokens = sum(r["draft_kept_tokens"] for r in ok)
-    latencies = [r["latency_seconds"] for r in ok] or [0.0]
-    diagnosed = [r for r in ok if r.get("wasted_escalations") is not None]
+def summarize(records: Sequence[ProblemRecord | Mapping[str, Any]], policy: str) -> EvalSummary:
+    """Summarise per-problem records (or their JSON lines) as written by the evaluation runner."""
+    everything = [as_record(r) for r in records]
+    n = len(everything)
+    ok = [r for r in everything if r.completed]
+    correct = sum(1 for r in ok if r.correct)
+    steps = sum(r.steps for r in ok)
+    draft_steps = sum(r.draft_steps for r in ok)
+    tokens = sum(r.solution_tokens for r in ok)
+    draft_tokens = sum(r.draft_kept_tokens for r in ok)
+    latencies = [r.latency_seconds for r in ok] or [0.0]
+    diagnosed = [r.wasted_escalations for r in ok if r.wasted_escalations is not None]
     return EvalSummary(
         policy=policy,
         problems=n,
         errors=n - len(ok),
         correct=correct,
-        accuracy=correct / n if n else 0.0,
-        accuracy_ci=wilson_interval(correct, n),
+        accuracy=correct / len(ok) if ok else 0.0,
+        accuracy_ci=wilson_interval(correct, len(ok)),
         acceptance_rate=draft_steps / steps if steps else None,
         token_acceptance_rate=draft_tokens / tokens if tokens else None,
-        target_call_rate=sum(r["target_calls"] for r in ok) / steps if steps else None,
-        steps_mean=statistics.mean(r["steps"] for r in ok) if ok else 0.0,
-        draft_tokens_mean=statistics.mean(r["draft_generated_tokens"] for r in ok) if ok else 0.0,
-        target_tokens_mean=statistics.mean(r["target_generated_tokens"] for r in ok) if ok else 0.0,
+        target_call_rate=sum(r.target_calls for r in ok) / steps if steps else None,
+        steps_mean=statistics.mean(r.steps for r in ok) if ok else 0.0,
+        draft_tokens_mean=statistics.mean(r.draft_generated_tokens for r in ok) if ok else 0.0,
+        target_tokens_mean=statistics.mean(r.target_generated_tokens for r in ok) if ok else 0.0,
         latency_mean_s=statistics.mean(latencies),
         latency_median_s=statistics.median(latencies),
         latency_p90_s=percentile(latencies, 90),
-        policy_seconds_mean=statistics.mean(r["policy_seconds"] for r in ok) if ok else 0.0,
-        escalations=sum(r["escalations"] for r in ok),
-        wasted_escalations=sum(r["wasted_escalations"] for r in diagnosed) if diagnosed else None,
-        rewarded_escalations=sum(r.get("rewarded_escalations", 0) for r in ok),
-        wall_mean_s=statistics.mean(r["wall_seconds"] for r in ok) if ok else 0.0,
-        replayed_calls=sum(r.get("replayed_calls", 0) for r in ok),
-        live_calls=sum(r.get("live_calls", 0) for r in ok),
-        replayed_prm_calls=sum(r.get("replayed_prm_calls", 0) for r in ok),
-        live_prm_calls=sum(r.get("live_prm_calls", 0) for r in ok),
+        policy_seconds_mean=statistics.mean(r.policy_seconds for r in ok) if ok else 0.0,
+        escalations=sum(r.escalations for r in ok),
+        wasted_escalations=sum(diagnosed) if diagnosed else None,
+        rewarded_escalations=sum(r.rewarded_escalations for r in ok),
+        wall_mean_s=statistics.mean(r.wall_seconds for r in ok) if ok else 0.0,
+        replayed_calls=sum(r.replayed_calls for r in ok),
+        live_calls=sum(r.live_calls for r in ok),
+        replayed_prm_calls=sum(r.replayed_prm_calls for r in ok),
+        live_prm_calls=sum(r.live_prm_calls for r in ok),
+        errored_ids=tuple(r.id for r in everything if not r.completed),
     )

@@ -1,25 +1,47 @@
 """Evaluate routers the way the paper does: saved routers on held-out rows, and the ablation tables.
 
 - :func:`evaluate_saved`: score a saved router on the rows of questions it was *not* trained on (its
-  own validation questions, plus any question collected since), never on a training question.
-- :func:`run_ablation`: one split, five trainings, the paper's three tables: history annotation on vs
-  off, 2 vs 4 vs 10 classes, downsampling on vs off. Every variant changes one option of the base
-  options (defaults: annotated, binary, downsampled), so the base variant is a row of every table.
+  own validation questions, plus any question collected since), never on a training question; and
+  cross-validate its training options over k question-grouped folds (:func:`cross_validate`).
+- :func:`run_ablation`: the paper's three tables (history annotation on vs off, 2 vs 4 vs 10 classes,
+  downsampling on vs off), each variant cross-validated over the same k folds. Every variant changes
+  one option of the base options (defaults: annotated, binary, downsampled), so the base variant is a
+  row of every table.
+
+Cross-validation (k question-grouped folds, default 5): question ids are dealt into k folds (sklearn
+``GroupKFold`` with a seeded shuffle), so all steps of a question sit in one fold; for each fold a router
+is trained on the other k−1 folds and scored on it. Each metric is reported as the mean over the folds
+with a 95% interval (:class:`arbitrage.router.metrics.FoldMetrics`), not as one split's number: one
+split of a few dozen held-out questions moves ρ by more than the differences being compared. ``folds=1``
+is the single split by ``val_fraction`` of earlier versions.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
+import numpy as np
+
 from arbitrage.errors import RouterError
-from arbitrage.router.metrics import RouterMetrics, router_metrics
+from arbitrage.router.labels import CLASS_COUNTS
+from arbitrage.router.metrics import FoldMetrics, FoldStat, RouterMetrics, router_metrics
 from arbitrage.router.store import LoadedRouter, fingerprint
-from arbitrage.router.train import RouterData, TrainOptions, fit_router, labelled, prepare, variant
+from arbitrage.router.train import (
+    RouterData,
+    TrainedRouter,
+    TrainOptions,
+    fit_router,
+    labelled,
+    prepare,
+    variant,
+)
 
 logger = logging.getLogger(__name__)
+
+DEFAULT_FOLDS = 5
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,15 +49,86 @@ class EvalRow:
     """One router (or ablation variant) scored on held-out rows. Read by the tables and the JSON."""
 
     name: str  # what is being compared, e.g. "annotated" / "10 classes" / a router folder
+    # a saved router: on its held-out rows; a cross-validated variant: all out-of-fold scores pooled
     metrics: RouterMetrics
     details: dict[str, Any] = field(default_factory=dict)  # options, label scheme, timings
+    folds: FoldMetrics | None = None  # over k question-grouped folds (None: not cross-validated)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "metrics": self.metrics.to_dict(), "details": self.details}
+        data = {"name": self.name, "metrics": self.metrics.to_dict(), "details": self.details}
+        return {**data, "folds": self.folds.to_dict() if self.folds is not None else None}
 
 
-def evaluate_saved(loaded: LoadedRouter, rows: Sequence[Mapping[str, Any]]) -> EvalRow:
-    """Metrics of a saved router on the rows whose question it was not trained on."""
+def question_folds(question_ids: Sequence[str], folds: int, seed: int) -> list[np.ndarray]:
+    """Row indices of each of ``folds`` held-out folds; a question's rows share a fold (seeded)."""
+    from sklearn.model_selection import GroupKFold
+
+    unique = len(set(question_ids))
+    if folds < 2 or folds > unique:
+        raise RouterError(
+            f"--folds must be within [2, {unique}] (the rows hold {unique} questions), got {folds}"
+        )
+    splitter = GroupKFold(n_splits=folds, shuffle=True, random_state=seed)
+    groups = np.asarray(question_ids)
+    return [held for _, held in splitter.split(np.zeros(len(groups)), groups=groups)]
+
+
+def cross_validate(
+    rows: Sequence[Mapping[str, Any]],
+    options: TrainOptions,
+    folds: int = DEFAULT_FOLDS,
+    progress: bool = False,
+) -> tuple[FoldMetrics, list[TrainedRouter]]:
+    """Train ``options`` on k−1 folds and score the held-out fold, for each of ``folds`` folds."""
+    base = prepare(rows, options.val_fraction, options.seed)  # validates the rows; its info is reused
+    everything = labelled(rows)
+    per_fold, trained = [], []
+    scores, held_rows = [], []
+    for k, held in enumerate(question_folds(everything.question_ids, folds, options.seed), start=1):
+        train_index = np.setdiff1d(np.arange(len(everything)), held)
+        info = {**base.info, "train_rows": int(train_index.size), "val_rows": int(held.size), "fold": k}
+        data = RouterData(everything.subset(train_index), everything.subset(held), base.fingerprint,
+                          1 / folds, options.seed, info)  # fmt: skip
+        logger.info("fold %d/%d: %s", k, folds, options.label)
+        result = fit_router(data, options, progress)
+        per_fold.append(result.metrics)
+        trained.append(result)
+        scores.append(result.val_scores)
+        held_rows.append(held)
+    order = np.concatenate(held_rows)
+    pooled = router_metrics(np.concatenate(scores), everything.deltas[order],
+                            [everything.question_ids[i] for i in order])  # fmt: skip
+    return FoldMetrics(folds, options.seed, tuple(per_fold), pooled), trained
+
+
+def options_of(loaded: LoadedRouter, fallback: TrainOptions) -> TrainOptions:
+    """The training options recorded in a saved router's config (``fallback`` for what it lacks, e.g.
+    the lm router's backbone and fine-tuning settings)."""
+    config, labels = loaded.config, loaded.config.get("labels", {})
+    kind_config = config.get("kind_config", {})
+    classes = int(labels.get("requested_classes", labels.get("num_classes", fallback.classes)))
+    return replace(
+        fallback,
+        kind=str(config.get("kind", fallback.kind)),
+        classes=classes if classes in CLASS_COUNTS else fallback.classes,
+        score=str(labels.get("score", fallback.score)),
+        annotate=bool(config.get("annotate", fallback.annotate)),
+        downsample=bool(config.get("downsample", fallback.downsample)),
+        seed=int(config.get("split", {}).get("seed", fallback.seed)),
+        estimator=str(kind_config.get("estimator", fallback.estimator)),
+    )
+
+
+def evaluate_saved(
+    loaded: LoadedRouter,
+    rows: Sequence[Mapping[str, Any]],
+    folds: int = 0,
+    fallback: TrainOptions | None = None,
+    progress: bool = False,
+) -> EvalRow:
+    """Metrics of a saved router on the rows whose question it was not trained on; with ``folds`` ≥ 2,
+    also its training options cross-validated on all ``rows`` over that many question-grouped folds
+    (an lm router needs ``fallback`` options naming a backbone for that, or is not cross-validated)."""
     held = [r for r in rows if str(r["question_id"]) not in loaded.train_questions]
     if not held:
         raise RouterError(
@@ -55,7 +148,16 @@ def evaluate_saved(loaded: LoadedRouter, rows: Sequence[Mapping[str, Any]]) -> E
         "fingerprint": fingerprint(held),
         "inference": loaded.config.get("inference", {}),
     }
-    return EvalRow(str(loaded.path), metrics, details)
+    cv = None
+    if folds >= 2:
+        options = options_of(loaded, fallback or TrainOptions())
+        if options.kind == "lm" and options.lm.backbone is None:
+            details["cross_validation"] = "skipped: an lm router is retrained per fold only with --backbone"
+            logger.warning("%s: not cross-validated (an lm router needs --backbone to retrain)", loaded.path)
+        else:
+            cv, _ = cross_validate(rows, options, folds, progress)
+            details["cross_validated_options"] = options.label
+    return EvalRow(str(loaded.path), metrics, details, cv)
 
 
 ABLATIONS: dict[str, list[tuple[str, dict[str, Any]]]] = {
@@ -92,8 +194,10 @@ def run_ablation(
     base: TrainOptions,
     on_variant: Callable[[str], None] | None = None,
     progress: bool = False,
+    folds: int = DEFAULT_FOLDS,
 ) -> AblationResult:
-    """Train every variant of :data:`ABLATIONS` on one split of ``rows`` and score it on the held-out rows."""
+    """Train every variant of :data:`ABLATIONS` over ``folds`` question-grouped folds of ``rows`` (the
+    same folds for every variant) and score each on its held-out folds; ``folds=1``: one split."""
     data: RouterData = prepare(rows, base.val_fraction, base.seed)
     done: dict[TrainOptions, EvalRow] = {}
     tables: dict[str, list[EvalRow]] = {}
@@ -105,18 +209,34 @@ def run_ablation(
                 if on_variant is not None:
                     on_variant(options.label)
                 logger.info("== ablation variant: %s", options.label)
-                trained = fit_router(data, options, progress)
-                details = {
-                    "labels": trained.scheme.to_dict(),
-                    "train_rows_used": trained.config["data"]["train_rows_used"],
-                    "train_seconds": trained.config["train_seconds"],
-                    "inference": trained.config["inference"],
-                }
-                done[options] = EvalRow(options.label, trained.metrics, details)
+                done[options] = _variant_row(rows, data, options, folds, progress)
             row = done[options]
-            tables[title].append(EvalRow(name, row.metrics, {"variant": row.name, **row.details}))
-    info = {**data.info, "fingerprint": data.fingerprint, "val_questions": len(set(data.val.question_ids))}
+            tables[title].append(EvalRow(name, row.metrics, {"variant": row.name, **row.details}, row.folds))
+    info = {**data.info, "fingerprint": data.fingerprint, "val_questions": len(set(data.val.question_ids)),
+            "folds": folds}  # fmt: skip
     return AblationResult(base, info, tables)
+
+
+def _variant_row(
+    rows: Sequence[Mapping[str, Any]], data: RouterData, options: TrainOptions, folds: int, progress: bool
+) -> EvalRow:
+    if folds <= 1:
+        trained = fit_router(data, options, progress)
+        details = {
+            "labels": trained.scheme.to_dict(),
+            "train_rows_used": trained.config["data"]["train_rows_used"],
+            "train_seconds": trained.config["train_seconds"],
+            "inference": trained.config["inference"],
+        }
+        return EvalRow(options.label, trained.metrics, details)
+    cv, fits = cross_validate(rows, options, folds, progress)
+    details = {
+        "labels": fits[0].scheme.to_dict(),  # fold 1's (edges are fitted per fold)
+        "train_rows_used": round(float(np.mean([f.config["data"]["train_rows_used"] for f in fits]))),
+        "train_seconds": float(np.mean([f.config["train_seconds"] for f in fits])),
+        "inference": fits[0].config["inference"],
+    }
+    return EvalRow(options.label, cv.pooled, details, cv)
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:
@@ -133,8 +253,36 @@ HEADER = (
 )
 
 
+FOLD_HEADER = (
+    "| {first} | Spearman ρ mean [95% CI] | balanced acc. mean [95% CI] | ROC-AUC mean [95% CI] "
+    "| acc. label 0 | acc. label 1 | escalation @0.5 | ρ per fold | pooled ρ | rows |\n"
+    "| --- | ---: | ---: | ---: | ---: | ---: | ---: | --- | ---: | ---: |"
+)
+
+
+def _fold_cell(stat: FoldStat) -> str:
+    return _with_ci(stat.mean, stat.ci)
+
+
+def fold_table(rows: Sequence[EvalRow], first: str = "router") -> str:
+    """A Markdown table of cross-validated rows: each metric's mean over the folds and its interval."""
+    lines = [FOLD_HEADER.format(first=first)]
+    for row in rows:
+        f = row.folds
+        if f is None:
+            continue
+        per_fold = ", ".join(_fmt(v, 2) for v in f.stat("spearman").values)
+        lines.append(
+            f"| {row.name} | {_fold_cell(f.stat('spearman'))} | {_fold_cell(f.stat('balanced_accuracy'))} | "
+            f"{_fold_cell(f.stat('roc_auc'))} | {_fmt(f.stat('accuracy_label0').mean)} | "
+            f"{_fmt(f.stat('accuracy_label1').mean)} | {_fmt(f.stat('escalation_rate').mean)} | {per_fold} | "
+            f"{_fmt(f.pooled.spearman)} | {f.pooled.rows} |"
+        )
+    return "\n".join(lines)
+
+
 def markdown_table(rows: Sequence[EvalRow], first: str = "router") -> str:
-    """A Markdown table of metrics, one line per row."""
+    """A Markdown table of metrics, one line per row (their fold summaries: :func:`fold_table`)."""
     lines = [HEADER.format(first=first)]
     for row in rows:
         m = row.metrics
@@ -149,16 +297,31 @@ def markdown_table(rows: Sequence[EvalRow], first: str = "router") -> str:
 def ablation_markdown(result: AblationResult) -> str:
     """The three ablation tables, each under a heading, with the data and base options above them."""
     d = result.data
+    folds = int(d.get("folds", 1))
+    if folds > 1:
+        split = (f"{folds} folds by question id, seed {result.base.seed}: each variant trained "
+                 f"{folds} times, each time scored on the questions it did not see")  # fmt: skip
+    else:
+        seed = result.base.seed
+        split = (f"{d['train_rows']} training / {d['val_rows']} held-out rows from "
+                 f"{d['val_questions']} questions, split by question id, seed {seed}")  # fmt: skip
     parts = [
-        f"Ablation of the {result.base.kind} router on {d['rows']} step pairs "
-        f"from {d['questions']} questions "
-        f"({d['train_rows']} training / {d['val_rows']} held-out rows from {d['val_questions']} questions, "
-        f"split by question id, seed {result.base.seed}); base variant: {result.base.label}.",
+        f"Ablation of the {result.base.kind} router on {d['rows']} step pairs from {d['questions']} "
+        f"questions ({split}); base variant: {result.base.label}.",
     ]
     for title, rows in result.tables.items():
-        parts.append(f"### {title}\n\n{markdown_table(rows, 'variant')}")
-    parts.append(
-        "Intervals: 95% bootstrap over held-out questions (1,000 resamples; a question's rows move "
-        "together). Accuracies at ŷ > 0.5."
-    )
+        table = fold_table(rows, "variant") if folds > 1 else markdown_table(rows, "variant")
+        parts.append(f"### {title}\n\n{table}")
+    parts.append(FOLD_NOTE if folds > 1 else BOOTSTRAP_NOTE)
     return "\n\n".join(parts) + "\n"
+
+
+BOOTSTRAP_NOTE = (
+    "Intervals: 95% bootstrap over held-out questions (1,000 resamples; a question's rows move "
+    "together). Accuracies at ŷ > 0.5."
+)
+FOLD_NOTE = (
+    "Means over the question-grouped folds, with 95% t intervals (mean ± t·sd/√k over the k per-fold "
+    "values; the folds share training rows, so the intervals are approximate). Pooled ρ: all out-of-fold "
+    "scores together. Accuracies at ŷ > 0.5."
+)
