@@ -66,6 +66,8 @@ class RecordingOptions:
 class RecordingPolicy:
     """Scores draft and target candidates of every step and follows :class:`RecordingOptions`' rule."""
 
+    skip_draft = False  # both candidates of every step are needed
+
     def __init__(self, scorer: StepScorer, options: RecordingOptions | None = None) -> None:
         self.scorer = scorer
         self.options = options or RecordingOptions()
