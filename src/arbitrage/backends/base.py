@@ -8,6 +8,7 @@ token cap. Everything the engine and the policies need to know about that call c
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Protocol, runtime_checkable
@@ -87,4 +88,88 @@ class Generator(Protocol):
 
     def close(self) -> None:
         """Release the model's resources (idempotent)."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Verification:
+    """A model's view of a given step as the continuation of a context (teacher forcing, no sampling).
+
+    The step's text is tokenised by the verifying model (in context, followed by the separator when
+    the step ended with one) and evaluated in one pass; for every position the model's log-probability
+    of the given token and its own greedy choice are read. Read by the ``verify`` policy, the routers'
+    target-side features, collection, and the engine's prefix keeping (an escalated step keeps the
+    given tokens up to :attr:`first_divergence`).
+    """
+
+    model: str  # name of the verifying model
+    text: str  # the verified step text (separator excluded)
+    finish_reason: FinishReason  # how the verified step ended (its separator or end token is verified too)
+    tokens: tuple[int, ...]  # [n] the verified tokens in this model's vocabulary (step, then separator)
+    token_logprobs: tuple[float, ...]  # [n] log π(tokens[i] | context, tokens[:i]) in nats
+    greedy_tokens: tuple[int, ...]  # [n + 1] the model's argmax at each position, and after the last
+    greedy_logprobs: tuple[float, ...]  # [n + 1] log-probability of that argmax
+    entropies: tuple[float, ...]  # [n + 1] entropy (nats) of the model's next-token distribution there
+    end_is_eos: bool = False  # greedy_tokens[n] is an end-of-generation token of this model
+    prompt_tokens: int = 0  # tokens of the context (prompt and solution so far)
+    prefill_tokens: int = 0  # tokens evaluated, context and step (the rest came from the KV cache)
+    seconds: float = 0.0  # wall seconds of the call
+    extra: dict[str, object] = field(default_factory=dict)  # backend-specific diagnostics
+
+    @property
+    def n(self) -> int:
+        """Number of verified tokens."""
+        return len(self.tokens)
+
+    @property
+    def first_divergence(self) -> int | None:
+        """Index of the first verified token that is not the model's greedy choice; ``n`` when every
+        token agrees but the model would not end the step there; None when the model's own greedy step
+        would be exactly this one (every token agrees, and so does the end)."""
+        for i, (token, greedy) in enumerate(zip(self.tokens, self.greedy_tokens, strict=False)):
+            if token != greedy:
+                return i
+        if self.finish_reason == FinishReason.EOS and not self.end_is_eos:
+            return self.n
+        if self.finish_reason == FinishReason.LENGTH:
+            return self.n  # a capped step: the model would go on writing
+        return None
+
+    @property
+    def agreement(self) -> float:
+        """Share of the verified tokens that are the model's greedy choice (1.0 for an empty step)."""
+        if not self.tokens:
+            return 1.0
+        return sum(t == g for t, g in zip(self.tokens, self.greedy_tokens, strict=False)) / self.n
+
+    @property
+    def mean_logprob(self) -> float:
+        """Mean log-probability per verified token (0.0 for an empty step)."""
+        return math.fsum(self.token_logprobs) / self.n if self.tokens else 0.0
+
+    @property
+    def min_logprob(self) -> float:
+        """Lowest log-probability of a verified token (0.0 for an empty step)."""
+        return min(self.token_logprobs) if self.tokens else 0.0
+
+
+@runtime_checkable
+class Verifier(Protocol):
+    """A generator that can also verify a given step and keep the part of it that it agrees with."""
+
+    name: str
+
+    def verify_step(self, context: StepContext, step: StepOutput, params: StepParams) -> Verification:
+        """Evaluate ``step`` (another model's, usually) after ``context``; leave it in the KV cache."""
+        ...
+
+    def continue_step(
+        self, context: StepContext, params: StepParams, verification: Verification
+    ) -> StepOutput:
+        """This model's own greedy step after ``context``, reusing the verified tokens it agrees with.
+
+        The step keeps ``verification.tokens[:first_divergence]`` (already evaluated) and decodes only
+        from there; for greedy decoding the text equals :meth:`Generator.generate_step`'s. The output's
+        ``extra["kept_tokens"]`` counts the tokens kept (decode tokens saved).
+        """
         ...

@@ -7,10 +7,18 @@ shapes and tests can check the arithmetic.
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Callable, Sequence
 
-from arbitrage.backends.base import FinishReason, StepContext, StepOutput, StepParams
+from arbitrage.backends.base import FinishReason, StepContext, StepOutput, StepParams, Verification
 from arbitrage.errors import BackendError
+
+_SEP, _EOS = -1, -2  # token ids of the separator and the end of the answer in scripted verification
+
+
+def _word_id(word: str) -> int:
+    return zlib.crc32(word.encode("utf-8"))
+
 
 # A script maps a context to the next step (text, finish reason), or is a fixed list consumed by
 # step index: the i-th call for a solution with i accepted steps returns script[i].
@@ -27,12 +35,15 @@ class ScriptedGenerator:
         *,
         seconds_per_token: float = 0.01,
         logprob: float = -0.5,
+        disagree_logprob: float = -4.0,
     ) -> None:
         self.name = name
         self._script = script
         self.seconds_per_token = seconds_per_token
         self.logprob = logprob
+        self.disagree_logprob = disagree_logprob  # verification: logprob of a word this model would not write
         self.calls: list[StepContext] = []
+        self.verifications: list[tuple[StepContext, str]] = []  # (context, verified text) per verify call
         self.closed = False
 
     def _next(self, context: StepContext) -> tuple[str, FinishReason]:
@@ -69,6 +80,70 @@ class ScriptedGenerator:
             prefill_tokens=prompt_tokens,
             prefill_seconds=0.0,
             decode_seconds=tokens * self.seconds_per_token,
+        )
+
+    # -- verification (the Verifier role): a word is a token, the script's step is the greedy step ----
+
+    def _own_sequence(self, context: StepContext, params: StepParams) -> tuple[list[int], FinishReason, str]:
+        text, finish = self._next(context)
+        words = text.split()[: params.max_step_tokens]
+        ids = [_word_id(w) for w in words]
+        if finish == FinishReason.STEP:
+            ids.append(_SEP)
+        elif finish == FinishReason.EOS:
+            ids.append(_EOS)
+        return ids, finish, text
+
+    def verify_step(self, context: StepContext, step: StepOutput, params: StepParams) -> Verification:
+        """Compare ``step`` word by word with this model's scripted step for the same context."""
+        if self.closed:
+            raise BackendError(f"{self.name} is closed")
+        self.verifications.append((context, step.text))
+        own, _, _ = self._own_sequence(context, params)
+        given = [_word_id(w) for w in step.text.split()]
+        if step.finish_reason == FinishReason.STEP:
+            given.append(_SEP)
+        greedy = [own[i] if i < len(own) else _EOS for i in range(len(given) + 1)]
+        logprobs = tuple(
+            self.logprob if g == t else self.disagree_logprob for t, g in zip(given, greedy, strict=False)
+        )
+        prompt_tokens = len(context.question.split()) + sum(len(s.split()) for s in context.steps)
+        return Verification(
+            model=self.name,
+            text=step.text,
+            finish_reason=step.finish_reason,
+            tokens=tuple(given),
+            token_logprobs=logprobs,
+            greedy_tokens=tuple(greedy),
+            greedy_logprobs=(self.logprob,) * len(greedy),
+            entropies=(0.0,) * len(greedy),
+            end_is_eos=greedy[-1] == _EOS,
+            prompt_tokens=prompt_tokens,
+            prefill_tokens=len(given),
+            seconds=len(given) * self.seconds_per_token / 10,  # a batched pass: a tenth of decoding
+        )
+
+    def continue_step(
+        self, context: StepContext, params: StepParams, verification: Verification
+    ) -> StepOutput:
+        """The scripted step, charged only for the words after the first divergence."""
+        divergence = verification.first_divergence
+        full = self.generate_step(context, params)
+        kept = verification.n if divergence is None else divergence
+        kept = min(kept, full.tokens)
+        decode_seconds = max(0, full.tokens - kept) * self.seconds_per_token
+        return StepOutput(
+            text=full.text,
+            finish_reason=full.finish_reason,
+            model=self.name,
+            tokens=full.tokens,
+            token_logprobs=full.token_logprobs,
+            token_entropies=full.token_entropies,
+            prompt_tokens=full.prompt_tokens,
+            prefill_tokens=0,
+            prefill_seconds=0.0,
+            decode_seconds=decode_seconds,
+            extra={"kept_tokens": kept},
         )
 
     def close(self) -> None:
