@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import copy
 import json
 import math
 import os
@@ -74,7 +75,7 @@ SERVER_SETTINGS: dict[str, Any] = {
     "max_step_tokens_limit": 12,
     "max_tokens": 16,
     "max_tokens_limit": 24,
-    "n_ctx": 1024,
+    "n_ctx": 2048,  # fits the longest valid request (~300 characters, up to ~1,000 tokens) and its steps
     "max_concurrency": 1,
     "max_queue": 4,
     "request_timeout": 60.0,
@@ -356,22 +357,25 @@ FIELD_NAMES = [
 @st.composite
 def mutated_body(draw: st.DrawFn, kind: str) -> Any:
     """A valid body with one to three hostile edits (set, delete, add a field; or replace the whole)."""
-    body: Any = draw(valid_body(kind))
+    # copies throughout: strategies hand out shared objects (st.just({...}), the [] and {} of EDGE_SCALARS)
+    body: Any = copy.deepcopy(draw(valid_body(kind)))
     for _ in range(draw(st.integers(1, 3))):
         places = _containers(body, [])
         op = draw(st.sampled_from(["set", "set", "set", "delete", "add", "whole"]))
         if op == "whole" or not places:
-            body = draw(json_value)
+            body = copy.deepcopy(draw(json_value))
             continue
         container, key = draw(st.sampled_from(places))
         if op == "set":
-            container[key] = draw(json_value)
+            container[key] = copy.deepcopy(draw(json_value))
         elif op == "delete":
             del container[key]
         else:
             target = container if isinstance(container, dict) else body
             if isinstance(target, dict):
-                target[draw(st.sampled_from(FIELD_NAMES) | st.text(max_size=8))] = draw(json_value)
+                target[draw(st.sampled_from(FIELD_NAMES) | st.text(max_size=8))] = copy.deepcopy(
+                    draw(json_value)
+                )
     return body
 
 

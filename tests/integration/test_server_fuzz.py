@@ -13,7 +13,6 @@ import os
 from pathlib import Path
 
 import pytest
-
 from benchmarks.server_fuzz import run_fuzz, serve
 
 pytestmark = pytest.mark.slow
