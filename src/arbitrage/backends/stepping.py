@@ -68,8 +68,11 @@ def choose_token(logprobs: np.ndarray, params: StepParams, rng: np.random.Genera
     """Greedy pick at temperature 0, else a temperature / top-p sample from ``logprobs``."""
     if params.temperature == 0:
         return int(np.argmax(logprobs))
-    scaled = logprobs / params.temperature
-    probs = np.exp(scaled - scaled.max())
+    # shift, then divide: the best token's score stays 0, so a tiny (even subnormal) temperature sends the
+    # others to exp(-inf) = 0 instead of making every score -inf and the difference NaN
+    with np.errstate(over="ignore"):
+        scaled = (logprobs - logprobs.max()) / params.temperature
+    probs = np.exp(scaled)
     probs /= probs.sum()
     if params.top_p < 1.0:
         order = np.argsort(-probs)
