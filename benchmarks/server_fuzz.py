@@ -243,18 +243,23 @@ def arbitrage_options(draw: st.DrawFn, role_model: bool) -> dict[str, Any]:
     """A valid ``arbitrage`` extension object (within :data:`SERVER_SETTINGS`)."""
     s = SERVER_SETTINGS
     optional = _optional(
-        policy_params=st.fixed_dictionaries(
-            {}, optional={"p": st.floats(0.0, 1.0) | st.sampled_from([0, 1])}
-        ),
         max_steps=st.integers(1, s["max_steps_limit"]),
         max_step_tokens=st.integers(1, s["max_step_tokens_limit"]),
         stop_on_boxed=st.booleans(),
         include_steps=st.booleans(),
         timeout=st.floats(s["request_timeout"] / 2, s["request_timeout"]),
     )
-    if not role_model:  # the /draft and /target model ids fix their policy
-        optional["policy"] = st.sampled_from(["random", "target"]) | st.none()
-    return draw(st.fixed_dictionaries({}, optional=optional))
+    options = draw(st.fixed_dictionaries({}, optional=optional))
+    if role_model:  # the /draft and /target model ids fix their policy, which has no parameters
+        return options
+    policy = draw(st.sampled_from(["random", "target"]) | st.none())
+    if policy is not None:
+        options["policy"] = policy
+    if policy in ("random", None):  # p is a parameter of the random policy only (the server's default)
+        params = st.fixed_dictionaries({}, optional={"p": st.floats(0.0, 1.0) | st.sampled_from([0, 1])})
+        if draw(st.booleans()):
+            options["policy_params"] = draw(params)
+    return options
 
 
 def _stop() -> st.SearchStrategy[Any]:

@@ -48,7 +48,12 @@ logger = logging.getLogger(__name__)
 # Guards the brief swap of llama_model_default_params while a model loads (see _model_params).
 _LOAD_LOCK = threading.Lock()
 ALIGNED_CHUNK = 32  # chunk of the "aligned" determinism mode (divides n_batch)
-_PROBE_TEXT = "Natalia sold 48 clips in April and half as many in May, so 48 / 2 = 24 clips in May."
+_PROBE_TEXT = (  # ~100 tokens: long enough for attention over the cached positions to matter
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?\n\nIn April she sold 48 clips. In May "
+    "she sold half as many, so 48 / 2 = 24 clips.\n\nAltogether she sold 48 + 24 = 72 clips, so the "
+    "answer is \\boxed{72}."
+)
 
 
 @contextlib.contextmanager
