@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -11,8 +12,11 @@ from arbitrage.backends.scripted import ScriptedGenerator
 from arbitrage.engine import Engine, EngineConfig
 from arbitrage.errors import ConfigError
 from arbitrage.evaluation.datasets import Problem
+from arbitrage.evaluation.records import read_records
+from arbitrage.evaluation.report import build_report
 from arbitrage.evaluation.runner import record_for
 from arbitrage.evaluation.summary import summarize
+from arbitrage.evaluation.sweep import parse_points, run_sweep, sweep_policies
 from arbitrage.policies import StepView, TargetOnlyPolicy
 from arbitrage.trace import Decision
 
@@ -172,3 +176,22 @@ def test_the_trace_json_summarises_each_verification() -> None:
     assert summary["min_logprob"] == pytest.approx(target.disagree_logprob)
     assert set(summary) >= {"mean_logprob", "seconds", "model", "prefill_tokens"}
     assert not any(isinstance(v, list) for v in summary.values())
+
+
+def test_a_sweep_counts_tokens_saved_per_point_and_the_report_shows_them(tmp_path: Path) -> None:
+    draft, target = models()
+    problems = [Problem("0", "q?", "5", "toy"), Problem("1", "r?", "5", "toy")]
+    points = parse_points("draft; target; verify:threshold=0.1; random:p=1")
+    pairs = sweep_policies(points, {"score": "disagree"})
+    config = EngineConfig(keep_prefix="always")
+    results = run_sweep(problems, draft, target, pairs, tmp_path, config, {"data": "toy"})
+    saved = {point.slug: summary.kept_tokens_mean for point, summary in results}
+    # verify escalates the three steps it disagrees with (kept 3 + 3 + 1); random(p=1) escalates all
+    assert saved == {"draft": 0.0, "target": 0.0, "verify_threshold=0.1": 7.0, "random_p=1": sum(KEPT)}
+    records = read_records(tmp_path / "random_p=1" / "records.jsonl")
+    assert [r.kept_tokens for r in records] == [sum(KEPT)] * 2 and records[0].verify_calls == 4
+    assert "kept_tokens" not in json.loads((tmp_path / "draft" / "records.jsonl").open().readline())
+    report = build_report(tmp_path).read_text()
+    assert "decode tokens saved / problem" in report
+    row = next(line for line in report.splitlines() if line.startswith("| random(p=1) |"))
+    assert f"| {sum(KEPT):.1f} |" in row

@@ -35,6 +35,9 @@ RECORDS = "records.jsonl"
 
 # the keys written for an errored problem (nothing was measured): the same lines as always
 ERRORED_KEYS = ("id", "dataset", "gold", "error", "correct", "predicted")
+# keys written only when not zero (a policy that verifies, prefix keeping), so every other line keeps
+# the keys it always had
+SPARSE_KEYS = ("kept_tokens", "verify_calls", "verify_seconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,7 +106,7 @@ class ProblemRecord:
         data = dataclasses.asdict(self)
         if not self.completed:
             return {key: data[key] for key in ERRORED_KEYS}
-        return data
+        return {key: value for key, value in data.items() if key not in SPARSE_KEYS or value}
 
 
 def as_record(record: ProblemRecord | Mapping[str, Any]) -> ProblemRecord:
