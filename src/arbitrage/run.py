@@ -59,7 +59,11 @@ class RunSpec:
     n_ctx: int = 4096  # context window of local models (and local judge PRMs)
     seed: int = 0  # seed of the models' sampling
     prompt_style: PromptStyle = field(default_factory=PromptStyle)  # shared by draft and target
-    cache: Path | None = None  # SQLite file replaying model steps and PRM scores; None: all calls live
+    cache: Path | None = None  # SQLite file replaying model steps (and scores, see below); None: all live
+    # replay PRM scores from the cache too. Off by default: a replayed score is charged the seconds
+    # stored at its first run (a judge's cost is its prefill, which depends on its KV cache then), so
+    # latencies would stop being what a live run measures; turn it on only to save time
+    replay_scores: bool = False
     shared_scorer: bool = False  # the PRM is called from several threads: serialise its calls
 
 
@@ -140,7 +144,7 @@ class Run:
                 logger.info("loading PRM %s", spec.prm)
                 scorer: StepScorer = self._load_prm(spec.prm, ScorerOptions(n_ctx=spec.n_ctx))
                 stack.callback(scorer.close)
-                if step_cache is not None:  # PRM rewards replay too
+                if step_cache is not None and spec.replay_scores:  # PRM rewards replay too
                     score_cache = ScoreCache(step_cache.path)
                     stack.callback(score_cache.close)
                     scorer = CachingScorer(scorer, score_cache, f"{spec.prm}|{scorer.name}")

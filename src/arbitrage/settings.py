@@ -14,6 +14,12 @@ Environment variables (each declared once, here):
   probes each model when it loads: ``exact`` where the build's numbers do not depend on batching,
   else ``aligned`` (canonical 32-token chunks, re-evaluating decoded tokens at the next call);
   ``off`` reuses any cached prefix (fastest, history-dependent).
+- ``ARBITRAGE_LLAMA_VERIFY``: ``batched`` (default) or ``sequential``: how llama.cpp verifies a step
+  when its evaluation is batch-dependent (``aligned`` mode). Batched costs a fraction of decoding the
+  step, but its greedy choices can differ from decoding's at near-ties, so a step continued from the
+  agreed prefix may differ from the model's own step; sequential feeds the step token by token as
+  decoding does (about the cost of decoding it) and makes prefix keeping byte-identical. In ``exact``
+  mode verification is batched and exact.
 - ``ARBITRAGE_DATA_DIR``: folder of the named datasets (``gsm8k_test.jsonl``, ...; default
   ``shared/datasets`` beside the project checkout; see ``evaluation.datasets.default_data_dir``).
 - ``ARBITRAGE_OPENAI_API_KEY``: API key sent to OpenAI-compatible servers (``openai:URL#MODEL`` specs);
@@ -41,6 +47,7 @@ class Settings(BaseSettings):
     llama_extra_bufts: Literal["auto", "on", "off"] = "auto"
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
     llama_determinism: Literal["auto", "exact", "aligned", "off"] = "auto"  # ARBITRAGE_LLAMA_DETERMINISM
+    llama_verify: Literal["batched", "sequential"] = "batched"  # ARBITRAGE_LLAMA_VERIFY
     openai_api_key: SecretStr | None = None  # see ARBITRAGE_OPENAI_API_KEY above
     data_dir: Path | None = None  # see ARBITRAGE_DATA_DIR above (None: the default folder)
 

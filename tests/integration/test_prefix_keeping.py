@@ -41,13 +41,14 @@ OTHER_STYLE = PromptStyle(
 
 @pytest.fixture(scope="module")
 def questions() -> list[str]:
-    _, problems = load_problems("gsm8k", None, None, None, None, 0, 3)
+    _, problems = load_problems("gsm8k", None, None, None, None, 0, 2)
     return [p.question for p in problems]
 
 
 @pytest.fixture(scope="module")
 def target() -> Iterator[LlamaCppGenerator]:
-    gen = load("smollm2-135m")
+    # sequential verification: byte-identical whatever the build (batched is where it is batch-invariant)
+    gen = load("smollm2-135m", verify="sequential")
     yield gen
     gen.close()
 
@@ -85,3 +86,32 @@ def test_always_escalating_with_prefix_keeping_is_target_only(
             assert all(s.verification is not None for s in trace.steps)
             kept += trace.kept_tokens
     assert kept > 0  # the target agreed with some draft tokens, and did not decode them again
+
+
+def test_batched_verification_does_not_depend_on_what_the_cache_held(
+    questions: list[str], draft: LlamaCppGenerator
+) -> None:
+    """The default (batched) verification of a step gives the same numbers bit for bit after any history:
+    a fresh cache, another question, or the target's own decode of the same context."""
+    from arbitrage.backends.base import StepContext
+
+    target = load("smollm2-135m")  # batched verification, the default
+    try:
+        params = config().step
+        context = StepContext(questions[0], ())
+        step = draft.generate_step(context, params)
+        views = [target.verify_step(context, step, params)]
+        target.generate_step(StepContext(questions[1], ()), params)  # another question in the cache
+        views.append(target.verify_step(context, step, params))
+        own = target.generate_step(context, params)  # the same context, decoded token by token
+        later = StepContext(questions[0], (own.text,))
+        target.generate_step(later, params)  # and a longer one after it
+        views.append(target.verify_step(context, step, params))
+        first = views[0]
+        assert first.n > 0 and not first.extra["sequential"]
+        for view in views[1:]:
+            assert view.tokens == first.tokens
+            assert view.token_logprobs == first.token_logprobs
+            assert view.greedy_tokens == first.greedy_tokens
+    finally:
+        target.close()

@@ -13,7 +13,7 @@ import pyarrow.parquet as pq
 import pytest
 from typer.testing import CliRunner
 
-from arbitrage.backends.base import FinishReason, StepContext, StepParams
+from arbitrage.backends.base import FinishReason, StepContext, StepOutput, StepParams
 from arbitrage.backends.scripted import ScriptedGenerator
 from arbitrage.cli.main import app
 from arbitrage.engine import Engine
@@ -133,6 +133,21 @@ def test_old_shards_load_and_train(tmp_path: Path) -> None:
     assert train_router(loaded, TrainOptions()).metrics.rows > 0
 
 
+class NoVerify:
+    """A target that can write steps but not verify them."""
+
+    name = "t"
+
+    def __init__(self) -> None:
+        self.inner = ScriptedGenerator("t", lambda c: ("y", FinishReason.STEP))
+
+    def generate_step(self, context: StepContext, params: StepParams) -> StepOutput:
+        return self.inner.generate_step(context, params)
+
+    def close(self) -> None:
+        self.inner.close()
+
+
 def scripted_solve(policy: RouterPolicy) -> tuple[ScriptedGenerator, list]:
     def draft(ctx: StepContext) -> tuple[str, FinishReason]:
         if len(ctx.steps) >= 3:
@@ -151,14 +166,13 @@ def scripted_solve(policy: RouterPolicy) -> tuple[ScriptedGenerator, list]:
 
 def test_routing_policy_verifies_for_target_side_routers(target_rows: list[dict]) -> None:
     router = train_router(target_rows, TrainOptions(inputs="target")).router
-    verifier = ScriptedGenerator("t", lambda ctx: ("we add 0 pears", FinishReason.STEP))
-    policy = RouterPolicy(router, 0.5, verifier=verifier)
+    policy = RouterPolicy(router, 0.5)
     target, steps = scripted_solve(policy)
-    assert len(verifier.verifications) == len(steps)  # one verification per decision
-    for i, ((context, text), step) in enumerate(zip(list(verifier.verifications), steps, strict=True)):
+    assert len(target.verifications) == len(steps)  # the engine's target verified once per decision
+    for i, ((context, text), step) in enumerate(zip(list(target.verifications), steps, strict=True)):
         assert step.draft is not None and text == step.draft.text
         assert context.steps == tuple(s.text for s in steps[:i])
-        v = verifier.verify_step(context, step.draft, StepParams())
+        v = target.verify_step(context, step.draft, StepParams())
         summary = VerificationSummary.from_verification(v, step.draft.token_logprobs)
         example = RouterExample.from_step("q?", steps[:i], step.draft, summary)
         assert step.decision.score == pytest.approx(float(router.score_batch([example])[0]))
@@ -166,12 +180,14 @@ def test_routing_policy_verifies_for_target_side_routers(target_rows: list[dict]
         assert step.decision.score != pytest.approx(float(router.score_batch([unverified])[0]))
     assert len(target.calls) == sum(s.escalated for s in steps)
     # a draft-only router never asks for a verification
-    plain = ScriptedGenerator("t", lambda ctx: ("x", FinishReason.STEP))
     draft_router = train_router(target_rows, TrainOptions()).router
-    scripted_solve(RouterPolicy(draft_router, 0.5, verifier=plain))
+    plain, _ = scripted_solve(RouterPolicy(draft_router, 0.5))
     assert plain.verifications == []
+    # a target that cannot verify: a one-line error naming the problem
+    cannot = Engine(ScriptedGenerator("d", lambda c: ("x", FinishReason.STEP)), NoVerify(),
+                    RouterPolicy(router, 0.5))  # fmt: skip
     with pytest.raises(RouterError, match="cannot verify"):
-        scripted_solve(RouterPolicy(router, 0.5))
+        cannot.solve("q?")
 
 
 def test_compare_inputs_has_routers_and_baselines_per_label(target_rows: list[dict]) -> None:

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from arbitrage.backends.base import FinishReason, StepContext, StepParams
+from arbitrage.backends.base import FinishReason, Replayer, StepContext, StepOutput, StepParams
 from arbitrage.backends.cache import CachingGenerator, StepCache
 from arbitrage.backends.scripted import ScriptedGenerator
 from arbitrage.engine import EngineConfig
@@ -161,3 +161,35 @@ def test_report_names_replayed_calls_and_compares_curves(tmp_path: Path) -> None
     assert "router is above rsd at 1 of 1" in report
     curves = json.loads((tmp_path / "curves.json").read_text())
     assert curves["router_vs_rsd"][0]["difference"] == pytest.approx(0.05)
+
+
+class ReplayingScripted(ScriptedGenerator):
+    """A scripted model that can replay: records the replays and charges a fixed live prefill."""
+
+    def __init__(self, *args: object, **kwargs: object) -> None:
+        super().__init__(*args, **kwargs)  # type: ignore[arg-type]
+        self.replays: list[tuple[StepContext, str]] = []
+
+    def replay_step(self, context: StepContext, params: StepParams, output: StepOutput) -> tuple[int, float]:
+        self.replays.append((context, output.text))
+        return 7, 0.25
+
+
+def test_a_replayed_step_is_charged_the_live_prefill_when_the_model_can_replay(tmp_path: Path) -> None:
+    inner = ReplayingScripted("m", ["one two", "three"], seconds_per_token=0.5)
+    assert isinstance(inner, Replayer)
+    cache = StepCache(tmp_path / "c.sqlite")
+    gen = CachingGenerator(inner, cache)
+    ctx, params = StepContext("q"), StepParams()
+    live = gen.generate_step(ctx, params)
+    assert inner.replays == []
+    replay = gen.generate_step(ctx, params)
+    assert inner.replays == [(ctx, live.text)]  # the model was brought to where the live call left it
+    assert replay.text == live.text and replay.decode_seconds == live.decode_seconds
+    assert (replay.prefill_tokens, replay.prefill_seconds) == (7, 0.25)  # measured now, not stored
+    assert replay.extra["replay_prefill"] == "live" and replay.extra["replayed"] is True
+    # a model that cannot replay keeps the stored costs, and says so
+    plain = CachingGenerator(ScriptedGenerator("m", ["one two"]), cache)
+    stored = plain.generate_step(ctx, params)
+    assert stored.extra["replay_prefill"] == "stored"
+    assert stored.prefill_seconds == live.prefill_seconds

@@ -173,3 +173,24 @@ class Verifier(Protocol):
         ``extra["kept_tokens"]`` counts the tokens kept (decode tokens saved).
         """
         ...
+
+
+@runtime_checkable
+class Replayer(Protocol):
+    """A generator that can put itself where a live call would have left it, for a replayed step.
+
+    A step cache (:mod:`arbitrage.backends.cache`) replays a stored step instead of decoding it again.
+    A live call would have prefilled the context from the model's *current* KV cache and left the
+    step's tokens in it; a replay that skips both charges the wrong prefill (the one of the step's first
+    run) and leaves the next live call to prefill what should have been cached.
+    """
+
+    name: str
+
+    def replay_step(self, context: StepContext, params: StepParams, output: StepOutput) -> tuple[int, float]:
+        """Prefill ``context`` for real, then evaluate ``output``'s tokens as decoding would have.
+
+        Returns ``(prefill tokens, prefill seconds)`` of the real prefill: what the live call would
+        have measured. The step's decode is charged its stored seconds by the caller.
+        """
+        ...

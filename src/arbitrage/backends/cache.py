@@ -2,11 +2,17 @@
 
 Greedy decoding makes identical prefixes give identical steps, so sweeps over policies and thresholds
 on the same problems regenerate the same steps again and again. :class:`CachingGenerator` wraps any
-generator: on a hit it returns the stored :class:`StepOutput` -- including the prefill/decode seconds
-measured when it was generated -- marked ``extra["replayed"] = True``; on a miss it calls the model
-and stores the result. Latency figures built from replayed steps are therefore sums of measured costs,
-not new measurements; reports say which were replayed. (A replayed step's prefill cost is the one
-measured with the KV-cache state of its original run.)
+generator: on a hit it returns the stored :class:`StepOutput`, marked ``extra["replayed"] = True``; on a
+miss it calls the model and stores the result.
+
+What a replayed step costs is what a live run would have measured. When the model can replay
+(:class:`~arbitrage.backends.base.Replayer`: llama.cpp), a hit prefills the context for real from the
+model's current KV cache and leaves the step's tokens in the cache as decoding would have; the step is
+charged that measured prefill (tokens and seconds) plus the decode seconds stored when it was first
+generated (decoding the same tokens costs the same). The next live call then finds the cache exactly as
+in a live run. Other backends replay the stored costs, including the prefill measured with the KV cache
+of the step's first run (``extra["replay_prefill"]`` says which: ``"live"`` or ``"stored"``).
+``benchmarks/replay_latency.py`` checks replayed against live runs.
 
 Sampled steps are cached only with an explicit seed. The store is one SQLite file, safe for several
 processes and threads.
@@ -22,7 +28,14 @@ import threading
 from pathlib import Path
 from typing import Any
 
-from arbitrage.backends.base import FinishReason, Generator, StepContext, StepOutput, StepParams
+from arbitrage.backends.base import (
+    FinishReason,
+    Generator,
+    Replayer,
+    StepContext,
+    StepOutput,
+    StepParams,
+)
 
 
 class JsonTable:
@@ -112,11 +125,23 @@ class CachingGenerator:
         hit = self.cache.get(key)
         if hit is not None:
             self.hits += 1
-            return hit
+            return self._replay(context, params, hit)
         self.misses += 1
         output = self.inner.generate_step(context, params)
         self.cache.put(key, output)
         return output
+
+    def _replay(self, context: StepContext, params: StepParams, hit: StepOutput) -> StepOutput:
+        """``hit`` charged what a live call would have measured (see the module docstring)."""
+        if not isinstance(self.inner, Replayer):
+            return dataclasses.replace(hit, extra={**hit.extra, "replay_prefill": "stored"})
+        prefill, seconds = self.inner.replay_step(context, params, hit)
+        return dataclasses.replace(
+            hit,
+            prefill_tokens=prefill,
+            prefill_seconds=seconds,
+            extra={**hit.extra, "replay_prefill": "live", "stored_prefill_seconds": hit.prefill_seconds},
+        )
 
     def close(self) -> None:
         self.inner.close()

@@ -98,6 +98,7 @@ class LlamaCppGenerator:
         seed: int = 0,
         settings: Settings | None = None,
         determinism: str | None = None,
+        verify: str | None = None,
     ) -> None:
         from llama_cpp import Llama
 
@@ -149,6 +150,9 @@ class LlamaCppGenerator:
         self._prompt_cache: dict[str, list[int]] = {}
         self._closed = False
         self.determinism = self._pick_determinism(determinism or settings.llama_determinism)
+        self.verify = verify or settings.llama_verify  # see ARBITRAGE_LLAMA_VERIFY
+        if self.verify not in ("batched", "sequential"):
+            raise ConfigError(f"verify must be batched or sequential, got {self.verify!r}")
         self._logits = np.zeros(self.n_vocab, dtype=np.float32)  # next-token logits after the cache
 
     def _pick_determinism(self, mode: str) -> str:
@@ -343,11 +347,19 @@ class LlamaCppGenerator:
             mismatch = np.nonzero(np.asarray(base[:n]) != np.asarray(full[:n]))[0]
             first = int(mismatch[0]) if mismatch.size else n  # where the step's tokens begin
             first = max(first, 1)
-            start = min(self._kv.reusable(full), first - 1)
-            if self._kv.chunk is not None:
-                start -= start % self._kv.chunk
-            rows = list(range(first - 1, len(full)))
-            logits = self._kv.evaluate(full, start, rows)
+            sequential = self._kv.chunk is not None and self.verify == "sequential"
+            if not sequential:  # one batched evaluation of the step's positions (aligned chunks)
+                start = min(self._kv.reusable(full), first - 1)
+                if self._kv.chunk is not None:
+                    start -= start % self._kv.chunk
+                logits = self._kv.evaluate(full, start, list(range(first - 1, len(full))))
+                prefill = len(full) - start
+            else:  # batching changes the numbers: feed the step token by token as decoding does, so
+                # the rows equal decoding's bit for bit and prefix keeping is exact
+                prefill = self._prefill(full[:first]) + len(full) - first
+                rows = [self._logits.copy()]
+                rows += [self._kv.feed(token).copy() for token in full[first:]]
+                logits = np.stack(rows)
             self._logits = logits[-1]
             given = full[first:]
             logprobs, greedy, greedy_logprobs, entropies = row_summaries(logits, given)
@@ -362,9 +374,9 @@ class LlamaCppGenerator:
                 entropies=tuple(entropies),
                 end_is_eos=self.is_end_of_generation(greedy[-1]),
                 prompt_tokens=first,
-                prefill_tokens=len(full) - start,
+                prefill_tokens=prefill,
                 seconds=time.perf_counter() - t0,
-                extra={"context_tokens": len(base), "step_start": first},
+                extra={"context_tokens": len(base), "step_start": first, "sequential": sequential},
             )
 
     def continue_step(

@@ -48,11 +48,19 @@ def sweep(
     cache: Annotated[
         Path | None,
         typer.Option(
-            help="Step and PRM-score cache file (default OUT/step_cache.sqlite); shared caches reuse calls."
+            help="Step cache file (default OUT/step_cache.sqlite); model steps replay at live cost."
         ),
     ] = None,
     no_cache: Annotated[
         bool, typer.Option("--no-cache", help="Measure every model and PRM call live.")
+    ] = False,
+    replay_scores: Annotated[
+        bool,
+        typer.Option(
+            "--replay-scores",
+            help="Replay PRM scores from the cache too (faster; their latency is then the stored one, "
+            "not what a live run measures).",
+        ),
     ] = False,
     out: Annotated[
         Path | None, typer.Option(help="Output folder (default: runs/sweep/<data>_<draft>_<target>).")
@@ -88,8 +96,9 @@ def sweep(
     out.mkdir(parents=True, exist_ok=True)
     cache_file = None if no_cache else cache or out / "step_cache.sqlite"
     spec = RunSpec(
-        draft=draft, target=target, policies=choices, prm=prm, n_ctx=n_ctx, seed=seed, cache=cache_file
-    )
+        draft=draft, target=target, policies=choices, prm=prm, n_ctx=n_ctx, seed=seed, cache=cache_file,
+        replay_scores=replay_scores,
+    )  # fmt: skip
     with open_run(spec) as run:
         run_config = {
             "data": name, "offset": offset, "draft": draft, "target": target, "max_steps": max_steps,

@@ -7,16 +7,15 @@ router's saved τ table (measured on its validation rows) so that about ``target
 go to the target. The engine counts the router's time in each step's ``policy_seconds``.
 
 A router with target-side inputs (its saved config's ``inputs`` is ``target`` or ``both``) also reads
-the target's verification of the draft step: the policy asks for it with ``view.verify_target()``
-(computed once per step by the engine) where the step view offers it, else through an injected
-``verifier`` (the target, :meth:`~arbitrage.backends.base.Verifier.verify_step`). Draft-only routers
-never ask for it.
+the target's verification of the draft step: the policy asks the engine for it with
+``view.verify_target()`` (computed once per step, its cost counted in the target's usage and in the
+latency). Draft-only routers never ask for it.
 """
 
 from __future__ import annotations
 
-from arbitrage.backends.base import StepContext, Verification, Verifier
-from arbitrage.errors import RouterError
+from arbitrage.backends.base import Verification
+from arbitrage.errors import ConfigError, RouterError
 from arbitrage.policies.base import StepView
 from arbitrage.policies.options import RouterOptions, check_unit
 from arbitrage.router.base import Router, RouterExample, VerificationSummary
@@ -38,13 +37,11 @@ class RouterPolicy:
         *,
         target_rate: float | None = None,
         source: str = "",
-        verifier: Verifier | None = None,
     ) -> None:
         check_unit("tau", tau, " for the router policy (ŷ is in [0, 1])")
         self.router = router
         # whether the router reads the target's verification of each draft step
         self.needs_verification = getattr(router, "inputs", "draft") != "draft"
-        self.verifier = verifier  # used only when the step view cannot verify itself
         self.tau = tau
         self.target_rate = target_rate  # the rate τ was chosen for, when it was chosen from the table
         self.source = source  # where the router came from (its folder), for traces
@@ -71,16 +68,14 @@ class RouterPolicy:
         )
 
     def _verify(self, view: StepView) -> Verification:
-        """The target's verification of the draft step: the view's, else the injected verifier's."""
-        verify_target = getattr(view, "verify_target", None)
-        if callable(verify_target):
-            result: Verification = verify_target()
-            return result
-        if self.verifier is None:
+        """The target's verification of the draft step, from the engine (computed once per step, its cost
+        in the target's usage)."""
+        try:
+            return view.verify_target()
+        except ConfigError:
             raise RouterError(
                 "This router reads the target's verification of each step, and the target cannot verify steps"
-            )
-        return self.verifier.verify_step(StepContext(view.question, view.steps), view.draft, view.params)
+            ) from None
 
 
 def build_router_policy(options: RouterOptions, device: str = "auto") -> RouterPolicy:
