@@ -143,18 +143,20 @@ class KVEvaluator:
             self.canonical_upto -= self.canonical_upto % self.chunk
 
     def absorb(self, tokens: Sequence[int], decoded_from: int) -> None:
-        """Put ``tokens[decoded_from:]`` into the cache after its first ``decoded_from`` positions, as
-        token-by-token decoding would have left them (a replayed step). In aligned mode they count as
-        non-canonical, like decoded tokens, and are fed one at a time as decoding does (batching would
-        change their numbers); in exact mode one batch gives the same numbers."""
+        """Put ``tokens[decoded_from:]`` into the cache after its first ``decoded_from`` positions, where
+        token-by-token decoding would have left them (a replayed step), in one batch.
+
+        In exact mode batching does not change their numbers. In aligned mode decoded positions are
+        never reused as they are (the next call evaluates them again from the last canonical chunk), so
+        they stay marked non-canonical, as after decoding: the next call prefills what it would have.
+        """
         if decoded_from >= len(tokens):
             return
-        if self.chunk is None:
-            self.evaluate(tokens, decoded_from, [len(tokens) - 1])
-            return
-        self.truncate(decoded_from)
-        for token in tokens[decoded_from:]:
-            self.feed(token)
+        canonical = self.canonical_upto
+        start = decoded_from if self.chunk is None else decoded_from - decoded_from % self.chunk
+        self.evaluate(tokens, start, [len(tokens) - 1])
+        if self.chunk is not None:
+            self.canonical_upto = min(canonical, start)
 
     def forget(self) -> None:
         """Drop the whole cache (the next evaluation starts from scratch)."""
