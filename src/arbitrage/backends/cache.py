@@ -10,6 +10,9 @@ measured with the KV-cache state of its original run.)
 
 Sampled steps are cached only with an explicit seed. The store is one SQLite file, safe for several
 processes and threads.
+
+Verification passes through: when the inner generator is a :class:`~arbitrage.backends.base.Verifier`,
+so is the wrapper (``verify_step`` and ``continue_step`` call the inner model; nothing is cached).
 """
 
 from __future__ import annotations
@@ -23,6 +26,9 @@ from pathlib import Path
 from typing import Any
 
 from arbitrage.backends.base import FinishReason, Generator, StepContext, StepOutput, StepParams
+
+
+_VERIFIER_METHODS = ("verify_step", "continue_step")
 
 
 class JsonTable:
@@ -117,6 +123,13 @@ class CachingGenerator:
         output = self.inner.generate_step(context, params)
         self.cache.put(key, output)
         return output
+
+    def __getattr__(self, name: str) -> Any:
+        # verify_step / continue_step exist exactly when the inner generator has them, so that
+        # isinstance(wrapper, Verifier) answers as for the inner generator; they are not cached.
+        if name in _VERIFIER_METHODS:
+            return getattr(self.inner, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def close(self) -> None:
         self.inner.close()
