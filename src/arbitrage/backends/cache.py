@@ -27,7 +27,6 @@ from typing import Any
 
 from arbitrage.backends.base import FinishReason, Generator, StepContext, StepOutput, StepParams
 
-
 _VERIFIER_METHODS = ("verify_step", "continue_step")
 
 
