@@ -4,6 +4,7 @@ greedy choices, KV reuse by the next call, and prefix-keeping continuations equa
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -44,7 +45,7 @@ def given(text: str, finish: FinishReason = FinishReason.STEP) -> StepOutput:
     return StepOutput(text=text, finish_reason=finish, model="draft", tokens=1)
 
 
-def step_by_step(gen: HFGenerator, context: list[int], verified: list[int]) -> list[torch.Tensor]:
+def step_by_step(gen: HFGenerator, context: list[int], verified: list[int]) -> list[Any]:
     """Next-token log-probabilities before each verified token and after the last, one forward each."""
     rows = []
     for i in range(len(verified) + 1):

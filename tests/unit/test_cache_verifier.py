@@ -46,4 +46,4 @@ def test_a_plain_model_is_not_made_a_verifier(tmp_path: Path) -> None:
     with pytest.raises(AttributeError, match="verify_step"):
         wrapped.verify_step  # noqa: B018
     with pytest.raises(AttributeError, match="no attribute 'other'"):
-        wrapped.other  # type: ignore[attr-defined]  # noqa: B018
+        wrapped.other  # noqa: B018
