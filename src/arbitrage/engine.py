@@ -15,7 +15,15 @@ Vocabulary (used the same way everywhere in arbitrage):
 - **reward** ``s``: a process reward model's score of a step in context, in [0, 1].
 - **advantage** ``Δ = s_target − s_draft``: how much better the target's step is than the draft's.
 - **τ** (tau): a policy's escalation threshold: the oracle escalates when ``Δ > τ``, the router when its
-  predicted score ``ŷ > τ``. RSD escalates when the draft's reward is below its threshold.
+  predicted score ``ŷ > τ``, ``verify`` when its verification score exceeds τ. RSD escalates when the
+  draft's reward is below its threshold.
+- **verification**: the target's teacher-forced view of the draft step (its token logprobs and greedy
+  choices, :class:`~arbitrage.backends.base.Verification`), one batched pass, far cheaper than writing
+  the step; its cost is part of the target's usage and of every latency.
+- **prefix keeping**: an escalated step whose draft step the target has verified keeps the draft's
+  tokens up to the first one the target would not have chosen greedily, and the target decodes only
+  from there (``continue_step``); for greedy decoding the step is byte-identical to the target's own.
+  The tokens kept are the **decode tokens saved** (``kept_tokens``).
 
 The engine asks the draft for a step, the policy for a decision, and the target only when told to.
 """
@@ -28,9 +36,18 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Literal
 
 from arbitrage.answer import extract_answer, has_boxed_answer
-from arbitrage.backends.base import FinishReason, Generator, StepContext, StepOutput, StepParams
+from arbitrage.backends.base import (
+    FinishReason,
+    Generator,
+    StepContext,
+    StepOutput,
+    StepParams,
+    Verification,
+    Verifier,
+)
 from arbitrage.errors import ConfigError
 from arbitrage.policies.base import RoutingPolicy, StepView
 from arbitrage.trace import Decision, SolveTrace, StepRecord, StopReason
@@ -39,6 +56,10 @@ logger = logging.getLogger(__name__)
 
 StepCallback = Callable[[StepRecord], None]
 StopCheck = Callable[[], bool]  # True: stop before the next step (the caller lost interest)
+# when an escalated step keeps the verified draft prefix: "verified" when the policy had the target
+# verify the draft step, "always" (verify before escalating if the policy did not), "never"
+KeepPrefix = Literal["verified", "always", "never"]
+KEEP_PREFIX: tuple[KeepPrefix, ...] = ("verified", "always", "never")
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,11 +71,17 @@ class EngineConfig:
     max_total_tokens: int = 2048  # stop once the solution holds this many tokens
     stop_on_boxed: bool = True  # stop at the first step that states a \boxed{} answer
     max_step_repeats: int = 2  # loop guard: a step text may occur this often; one more stops the solve
+    # prefix keeping of escalated steps (greedy steps, a target that can verify): see KeepPrefix
+    keep_prefix: KeepPrefix = "verified"
 
     def __post_init__(self) -> None:
         for name in ("max_steps", "max_total_tokens", "max_step_repeats"):
             if getattr(self, name) <= 0:
                 raise ConfigError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.keep_prefix not in KEEP_PREFIX:
+            raise ConfigError(
+                f"keep_prefix must be one of {', '.join(KEEP_PREFIX)}, got {self.keep_prefix!r}"
+            )
 
 
 def _normalise(text: str) -> str:
@@ -148,7 +175,7 @@ class Engine:
         history = tuple(trace.steps)
         context = StepContext(question=question, steps=(*prefix, *(s.text for s in history)))
         index = len(context.steps)
-        target_wall = [0.0]  # wall seconds spent generating target steps for this decision
+        target_wall = [0.0]  # wall seconds spent in target calls (steps, verifications) for this decision
 
         def make_target(params: StepParams | None) -> StepOutput:
             t = time.perf_counter()
@@ -165,7 +192,20 @@ class Engine:
         # 2. the draft proposes the next step
         draft = self.draft.generate_step(context, self.config.step)
         trace.usage["draft"].observe(draft)
-        # 3. the policy decides (it may ask for the target's step, or score with a PRM)
+
+        def make_verification() -> Verification:
+            target = self.target
+            if not isinstance(target, Verifier):
+                raise ConfigError(
+                    f"The target {target.name} cannot verify steps (its backend has no verify_step)"
+                )
+            t = time.perf_counter()
+            verification = target.verify_step(context, draft, self.config.step)
+            target_wall[0] += time.perf_counter() - t
+            trace.usage["target"].observe_verification(verification)
+            return verification
+
+        # 3. the policy decides (it may ask for the target's step or verification, or score with a PRM)
         view = StepView(
             question=question,
             history=history,
@@ -173,16 +213,41 @@ class Engine:
             _make_target=make_target,
             params=self.config.step,
             prefix=prefix,
+            _make_verification=make_verification,
         )
         t0 = time.perf_counter()
         decision = self.policy.decide(view)
-        # policy time: PRM / router work, less target generation and diagnostic-only work, plus the
-        # stored cost of PRM calls replayed from a score cache
+        # policy time: PRM / router work, less target calls and diagnostic-only work, plus the stored
+        # cost of PRM calls replayed from a score cache
         policy_seconds = max(0.0, time.perf_counter() - t0 - target_wall[0] - decision.diagnostic_seconds)
         policy_seconds += decision.replayed_seconds
-        # 4. escalate: the target writes the step (reusing one the policy already requested)
-        requested = view.target_step() if decision.escalate else view.generated_target
-        return self._record(index, draft, requested, decision, policy_seconds, len(view.extra_samples))
+        # 4. escalate: the target writes the step (reusing one the policy already requested, or keeping
+        # the verified draft prefix)
+        target_step = view.generated_target
+        if decision.escalate and target_step is None:
+            if self._keeps_prefix(view):
+                verification = view.verify_target()
+                target_step = self._continue(context, verification, trace)
+            else:
+                target_step = view.target_step()
+        return self._record(
+            index, draft, target_step, decision, policy_seconds, len(view.extra_samples), view.verification
+        )
+
+    def _keeps_prefix(self, view: StepView) -> bool:
+        """Whether an escalation continues from the verified draft prefix (see ``KeepPrefix``)."""
+        mode = self.config.keep_prefix
+        if mode == "never" or self.config.step.temperature != 0 or not isinstance(self.target, Verifier):
+            return False
+        return mode == "always" or view.verification is not None
+
+    def _continue(self, context: StepContext, verification: Verification, trace: SolveTrace) -> StepOutput:
+        """The target's greedy step, keeping the draft tokens it agrees with (counted as a target call)."""
+        target = self.target
+        assert isinstance(target, Verifier)
+        output = target.continue_step(context, self.config.step, verification)
+        trace.usage["target"].observe(output)
+        return output
 
     @staticmethod
     def _record(
@@ -192,6 +257,7 @@ class Engine:
         decision: Decision,
         policy_seconds: float,
         extra_samples: int,
+        verification: Verification | None = None,
     ) -> StepRecord:
         kept = target if decision.escalate else draft
         assert kept is not None
@@ -207,4 +273,5 @@ class Engine:
             policy_seconds=policy_seconds,
             extra_target_samples=extra_samples,
             diagnostic_seconds=decision.diagnostic_seconds,
+            verification=verification,
         )

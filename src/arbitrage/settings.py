@@ -9,6 +9,11 @@ Environment variables (each declared once, here):
   types (AMX / repacked weights) crash some virtual machines whose CPUs advertise AMX; ``auto`` probes
   each model once in a subprocess and remembers the verdict.
 - ``ARBITRAGE_THREADS``: CPU threads for llama.cpp (default: all cores).
+- ``ARBITRAGE_LLAMA_DETERMINISM``: ``auto`` (default), ``exact``, ``aligned`` or ``off``: how llama.cpp
+  evaluation is kept independent of what the KV cache held (``backends/llamacpp_eval.py``). ``auto``
+  probes each model when it loads: ``exact`` where the build's numbers do not depend on batching,
+  else ``aligned`` (canonical 32-token chunks, re-evaluating decoded tokens at the next call);
+  ``off`` reuses any cached prefix (fastest, history-dependent).
 - ``ARBITRAGE_DATA_DIR``: folder of the named datasets (``gsm8k_test.jsonl``, ...; default
   ``shared/datasets`` beside the project checkout; see ``evaluation.datasets.default_data_dir``).
 - ``ARBITRAGE_OPENAI_API_KEY``: API key sent to OpenAI-compatible servers (``openai:URL#MODEL`` specs);
@@ -35,6 +40,7 @@ class Settings(BaseSettings):
     model_cache: Path | None = None
     llama_extra_bufts: Literal["auto", "on", "off"] = "auto"
     threads: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=1)
+    llama_determinism: Literal["auto", "exact", "aligned", "off"] = "auto"  # ARBITRAGE_LLAMA_DETERMINISM
     openai_api_key: SecretStr | None = None  # see ARBITRAGE_OPENAI_API_KEY above
     data_dir: Path | None = None  # see ARBITRAGE_DATA_DIR above (None: the default folder)
 

@@ -10,7 +10,7 @@ import dataclasses
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
-from arbitrage.backends.base import FinishReason, StepOutput
+from arbitrage.backends.base import FinishReason, StepOutput, Verification
 
 Role = Literal["draft", "target"]
 
@@ -66,6 +66,9 @@ class StepRecord:
     policy_seconds: float  # wall seconds inside the policy (PRM / router), target generation excluded
     extra_target_samples: int = 0  # additional target samples the policy drew (e.g. oracle k > 1)
     diagnostic_seconds: float = 0.0  # policy time spent on diagnostics only (not in policy_seconds)
+    # the target's verification of the draft step, when the policy asked for it or the engine verified
+    # before escalating (keep_prefix="always"); its cost is in the target's usage
+    verification: Verification | None = None
 
     @property
     def kept(self) -> StepOutput:
@@ -83,18 +86,40 @@ class StepRecord:
     def escalated(self) -> bool:
         return self.decision.escalate
 
+    @property
+    def kept_tokens(self) -> int:
+        """Decode tokens the target saved on this step by keeping the verified draft prefix (0: none)."""
+        return _kept_tokens(self.target)
+
+
+def _kept_tokens(output: StepOutput | None) -> int:
+    """``extra["kept_tokens"]`` of a step continued from a verified prefix (0 for any other step)."""
+    if output is None:
+        return 0
+    kept = output.extra.get("kept_tokens", 0)
+    return int(kept) if isinstance(kept, int | float) else 0
+
 
 @dataclass(slots=True)
 class ModelUsage:
-    """What one model role spent during a solve. Updated through ``observe``."""
+    """What one model role spent during a solve. Updated through ``observe`` (step calls) and
+    ``observe_verification`` (verify calls).
+
+    seconds = prefill_seconds + decode_seconds + verify_seconds: every latency figure built from usage
+    includes the verifications.
+    """
 
     model: str = ""
-    calls: int = 0  # generate_step calls
-    generated_tokens: int = 0  # Σ tokens generated, kept or not
+    calls: int = 0  # step calls (generate_step, or continue_step after a verification)
+    generated_tokens: int = 0  # Σ tokens of the steps written, kept or not (kept prefixes included)
     prompt_tokens: int = 0  # Σ context tokens over calls
     prefill_tokens: int = 0  # Σ context tokens actually evaluated (rest reused from the KV cache)
     prefill_seconds: float = 0.0
     decode_seconds: float = 0.0
+    kept_tokens: int = 0  # Σ step tokens kept from a verified draft prefix, not decoded (tokens saved)
+    verify_calls: int = 0  # verify_step calls (the target's teacher-forced view of a draft step)
+    verify_seconds: float = 0.0  # Σ wall seconds of those calls
+    verify_prefill_tokens: int = 0  # Σ tokens they evaluated (context not in the KV cache, and the step)
 
     def observe(self, output: StepOutput) -> None:
         self.model = output.model
@@ -104,14 +129,24 @@ class ModelUsage:
         self.prefill_tokens += output.prefill_tokens
         self.prefill_seconds += output.prefill_seconds
         self.decode_seconds += output.decode_seconds
+        self.kept_tokens += _kept_tokens(output)
+
+    def observe_verification(self, verification: Verification) -> None:
+        self.model = verification.model
+        self.verify_calls += 1
+        self.verify_seconds += verification.seconds
+        self.verify_prefill_tokens += verification.prefill_tokens
 
     @property
     def seconds(self) -> float:
-        return self.prefill_seconds + self.decode_seconds
+        """Wall seconds of every call of this role: step calls and verifications."""
+        return self.prefill_seconds + self.decode_seconds + self.verify_seconds
 
     @property
     def decode_tokens_per_second(self) -> float | None:
-        return self.generated_tokens / self.decode_seconds if self.decode_seconds > 0 else None
+        """Tokens actually decoded (kept prefixes excluded) per decode second."""
+        decoded = self.generated_tokens - self.kept_tokens
+        return decoded / self.decode_seconds if self.decode_seconds > 0 else None
 
     @property
     def kv_reuse_rate(self) -> float | None:
@@ -181,6 +216,12 @@ class SolveTrace:
         return max(0.0, self.wall_seconds - self.diagnostic_seconds)
 
     @property
+    def kept_tokens(self) -> int:
+        """Decode tokens the target saved by keeping verified draft prefixes (Σ over its step calls,
+        a step dropped by the loop guard included, like every cost)."""
+        return self.usage["target"].kept_tokens
+
+    @property
     def escalations_with_rewards(self) -> int:
         """Escalated steps whose draft and target rewards are both known."""
         return sum(1 for s in self.steps if s.decision.wasted is not None)
@@ -214,6 +255,7 @@ class SolveTrace:
             "acceptance_rate": self.acceptance_rate,
             "token_acceptance_rate": self.token_acceptance_rate,
             "target_call_rate": self.target_call_rate,
+            "kept_tokens": self.kept_tokens,
             "usage": usage,
             "steps": [_step_dict(s) for s in self.steps],
             "separator": self.separator,
@@ -249,4 +291,22 @@ def _step_dict(step: StepRecord) -> dict[str, Any]:
         "extra_target_samples": step.extra_target_samples,
         "draft": _output_dict(step.draft),
         "target": _output_dict(step.target),
+        "kept_tokens": step.kept_tokens,
+        "verification": verification_summary(step.verification),
+    }
+
+
+def verification_summary(verification: Verification | None) -> dict[str, Any] | None:
+    """The JSON summary of a verification (its figures, not its token arrays)."""
+    if verification is None:
+        return None
+    return {
+        "model": verification.model,
+        "tokens": verification.n,
+        "agreement": verification.agreement,
+        "mean_logprob": round(verification.mean_logprob, 5),
+        "min_logprob": round(verification.min_logprob, 5),
+        "first_divergence": verification.first_divergence,
+        "prefill_tokens": verification.prefill_tokens,
+        "seconds": verification.seconds,
     }

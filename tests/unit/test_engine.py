@@ -215,6 +215,7 @@ class SeeSteps:
     """Records what the policy sees (the solution's steps and the history) and escalates odd steps."""
 
     name = "see"
+    skip_draft = False
 
     def __init__(self) -> None:
         self.seen: list[tuple[tuple[str, ...], int]] = []

@@ -6,18 +6,25 @@ One :class:`LlamaCppGenerator` owns one ``Llama`` object and therefore one KV ca
 Per step call:
 1. Render the question with the model's chat template (GGUF metadata, or an explicit fallback format)
    and append the shared solution text; tokenise prompt and solution separately (stable prefixes).
-2. Find the longest prefix shared with the tokens already in the KV cache; evaluate only the rest
+2. Find the longest prefix shared with the tokens already in the KV cache that is *canonical* (its
+   numbers equal a fresh evaluation's: ``backends/llamacpp_eval.py``); evaluate only the rest
    (``prefill_tokens``). At least one token is always evaluated to refresh the logits.
 3. Decode token by token: read the last position's logits (no ``logits_all``), log-softmax them in numpy
    for the chosen token's logprob and the entropy, pick greedily or sample, stop on an end-of-generation
    token, on the separator appearing in the decoded text (also when one token straddles it), or on the
    per-step token cap.
+
+Verification (:meth:`LlamaCppGenerator.verify_step`) evaluates another model's step in one batch that
+asks llama.cpp for the logits of the step's positions only; :meth:`~LlamaCppGenerator.continue_step`
+keeps the verified tokens up to the first one the model would not have chosen and decodes from there.
+A replayed step (:meth:`~LlamaCppGenerator.replay_step`, used by the step cache) prefills the context
+for real, measuring what a live call would have prefilled, and leaves the step's tokens in the cache as
+live decoding would.
 """
 
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import logging
 import threading
 import time
@@ -27,9 +34,10 @@ from typing import Any
 
 import numpy as np
 
-from arbitrage.backends.base import StepContext, StepOutput, StepParams
+from arbitrage.backends.base import FinishReason, StepContext, StepOutput, StepParams, Verification
+from arbitrage.backends.llamacpp_eval import KVEvaluator, probe_batch_invariance
 from arbitrage.backends.llamacpp_probe import extra_bufts_allowed
-from arbitrage.backends.stepping import choose_token, decode_step, entropy, log_softmax
+from arbitrage.backends.stepping import choose_token, decode_step, entropy, log_softmax, row_summaries
 from arbitrage.errors import BackendError, ConfigError, ModelFileError
 from arbitrage.models.store import check_gguf_file
 from arbitrage.prompts import FALLBACK_FORMATS, PromptStyle, solution_text
@@ -39,6 +47,13 @@ logger = logging.getLogger(__name__)
 
 # Guards the brief swap of llama_model_default_params while a model loads (see _model_params).
 _LOAD_LOCK = threading.Lock()
+ALIGNED_CHUNK = 32  # chunk of the "aligned" determinism mode (divides n_batch)
+_PROBE_TEXT = (  # ~100 tokens: long enough for attention over the cached positions to matter
+    "Natalia sold clips to 48 of her friends in April, and then she sold half as many clips in May. "
+    "How many clips did Natalia sell altogether in April and May?\n\nIn April she sold 48 clips. In May "
+    "she sold half as many, so 48 / 2 = 24 clips.\n\nAltogether she sold 48 + 24 = 72 clips, so the "
+    "answer is \\boxed{72}."
+)
 
 
 @contextlib.contextmanager
@@ -82,6 +97,7 @@ class LlamaCppGenerator:
         extra_bufts: bool | None = None,
         seed: int = 0,
         settings: Settings | None = None,
+        determinism: str | None = None,
     ) -> None:
         from llama_cpp import Llama
 
@@ -132,6 +148,24 @@ class LlamaCppGenerator:
         self._formatter = self._make_formatter()
         self._prompt_cache: dict[str, list[int]] = {}
         self._closed = False
+        self.determinism = self._pick_determinism(determinism or settings.llama_determinism)
+        self._logits = np.zeros(self.n_vocab, dtype=np.float32)  # next-token logits after the cache
+
+    def _pick_determinism(self, mode: str) -> str:
+        """Resolve ``auto`` by probing the build (see ``backends/llamacpp_eval.py``); set up evaluation."""
+        if mode not in ("auto", "exact", "aligned", "off"):
+            raise ConfigError(f"determinism must be auto, exact, aligned or off, got {mode!r}")
+        if mode == "auto":
+            probe = KVEvaluator(self.llm, None)
+            try:
+                invariant = probe_batch_invariance(probe, self.tokenize(_PROBE_TEXT))
+            finally:
+                probe.close()
+            mode = "exact" if invariant else "aligned"
+            logger.info("%s: llama.cpp evaluation is %s", self.name, "batch-invariant" if invariant else
+                        f"batch-dependent; using aligned {ALIGNED_CHUNK}-token chunks")  # fmt: skip
+        self._kv = KVEvaluator(self.llm, ALIGNED_CHUNK if mode == "aligned" else None)
+        return mode
 
     # -- prompt construction -------------------------------------------------------------------------
 
@@ -196,27 +230,25 @@ class LlamaCppGenerator:
     # -- evaluation ----------------------------------------------------------------------------------
 
     def _prefill(self, tokens: list[int]) -> int:
-        """Bring the KV cache to ``tokens``, reusing the longest cached prefix; return tokens evaluated."""
+        """Bring the KV cache to ``tokens`` (canonically, reusing what it can); return tokens evaluated.
+
+        Leaves the next-token logits after ``tokens`` in ``self._logits``.
+        """
         if len(tokens) >= self.n_ctx:
             raise BackendError(
                 f"{self.name}: context of {len(tokens)} tokens does not fit n_ctx={self.n_ctx}; "
                 "raise --n-ctx or lower --max-steps/--max-tokens"
             )
-        cached = self.llm.input_ids[: self.llm.n_tokens]
-        n = min(len(cached), len(tokens))
-        mismatch = np.nonzero(cached[:n] != np.asarray(tokens[:n], dtype=cached.dtype))[0]
-        common = int(mismatch[0]) if mismatch.size else n
-        common = min(common, len(tokens) - 1)  # always evaluate one token: fresh logits
-        self.llm.n_tokens = common  # eval() drops the KV entries from n_tokens on
-        self.llm.eval(tokens[common:])
-        return len(tokens) - common
+        start = self._kv.reusable(tokens)
+        self._logits = self._kv.evaluate(tokens, start, [len(tokens) - 1])[0]
+        return len(tokens) - start
+
+    def _feed(self, token: int) -> None:
+        """Decode mode: evaluate one generated token; its logits become the next-token logits."""
+        self._logits = self._kv.feed(token)
 
     def _last_logits(self) -> np.ndarray:
-        ptr = self._lib.llama_get_logits_ith(self.llm.ctx, -1)
-        if not ptr:
-            raise BackendError(f"{self.name}: llama.cpp returned no logits")
-        array = np.ctypeslib.as_array(ctypes.cast(ptr, ctypes.POINTER(ctypes.c_float)), shape=(self.n_vocab,))
-        return np.array(array, copy=True)
+        return self._logits
 
     def next_token_logprobs(self, tokens: list[int]) -> np.ndarray:
         """Log-probabilities of the token after ``tokens`` (KV reuse as for steps). For judge PRMs."""
@@ -273,9 +305,9 @@ class LlamaCppGenerator:
             budget=min(params.max_step_tokens, self.n_ctx - len(tokens) - 1),
             separator=params.separator,
             next_token=next_token,
-            is_end=lambda token: bool(self._lib.llama_vocab_is_eog(self._vocab, token)),
+            is_end=self.is_end_of_generation,
             detokenize=lambda generated: self._decode(generated, tokens),
-            feed=lambda token: self.llm.eval([token]),
+            feed=self._feed,
         )
         t2 = time.perf_counter()
         return step.output(
@@ -284,7 +316,137 @@ class LlamaCppGenerator:
             prefill_tokens=prefill,
             prefill_seconds=t1 - t0,
             decode_seconds=t2 - t1,
+            extra={"token_ids": list(step.token_ids)},
         )
+
+    # -- verification and replay -----------------------------------------------------------------
+
+    def _step_tokens(self, context: StepContext, text: str, finish: FinishReason, sep: str) -> list[int]:
+        """Tokens of the context followed by ``text`` (and the separator, for a step that ended on it)."""
+        tail = solution_text(context.steps, sep) + text + (sep if finish == FinishReason.STEP else "")
+        tokens = list(self._prompt_tokens(context.question))
+        return tokens + self.tokenize(tail) if tail else tokens
+
+    def verify_step(self, context: StepContext, step: StepOutput, params: StepParams) -> Verification:
+        """This model's teacher-forced view of ``step`` after ``context`` (see ``Verifier``)."""
+        if self._closed:
+            raise BackendError(f"{self.name} is closed")
+        with self._lock:
+            t0 = time.perf_counter()
+            base = self.context_tokens(context, params.separator)
+            full = self._step_tokens(context, step.text, step.finish_reason, params.separator)
+            if len(full) >= self.n_ctx:
+                raise BackendError(
+                    f"{self.name}: context of {len(full)} tokens does not fit n_ctx={self.n_ctx}"
+                )
+            n = min(len(base), len(full))
+            mismatch = np.nonzero(np.asarray(base[:n]) != np.asarray(full[:n]))[0]
+            first = int(mismatch[0]) if mismatch.size else n  # where the step's tokens begin
+            first = max(first, 1)
+            start = min(self._kv.reusable(full), first - 1)
+            if self._kv.chunk is not None:
+                start -= start % self._kv.chunk
+            rows = list(range(first - 1, len(full)))
+            logits = self._kv.evaluate(full, start, rows)
+            self._logits = logits[-1]
+            given = full[first:]
+            logprobs, greedy, greedy_logprobs, entropies = row_summaries(logits, given)
+            return Verification(
+                model=self.name,
+                text=step.text,
+                finish_reason=step.finish_reason,
+                tokens=tuple(given),
+                token_logprobs=tuple(logprobs),
+                greedy_tokens=tuple(greedy),
+                greedy_logprobs=tuple(greedy_logprobs),
+                entropies=tuple(entropies),
+                end_is_eos=self.is_end_of_generation(greedy[-1]),
+                prompt_tokens=first,
+                prefill_tokens=len(full) - start,
+                seconds=time.perf_counter() - t0,
+                extra={"context_tokens": len(base), "step_start": first},
+            )
+
+    def continue_step(
+        self, context: StepContext, params: StepParams, verification: Verification
+    ) -> StepOutput:
+        """This model's greedy step, keeping the verified tokens it agrees with (see ``Verifier``)."""
+        if self._closed:
+            raise BackendError(f"{self.name} is closed")
+        with self._lock:
+            tokens = self.context_tokens(context, params.separator)
+            full = self._step_tokens(context, verification.text, verification.finish_reason, params.separator)
+            first = len(full) - verification.n
+            usable = (
+                params.temperature == 0
+                and verification.model == self.name
+                and first == len(tokens)
+                and tuple(full[first:]) == verification.tokens
+            )
+            if not usable:  # sampled, foreign or stale: an ordinary step
+                return self._generate_step(context, params)
+            divergence = verification.first_divergence
+            kept = verification.n if divergence is None else divergence
+            kept = min(kept, params.max_step_tokens)
+            t0 = time.perf_counter()
+            # 1. the cache holds the context and the kept tokens (the verification evaluated them);
+            # if another call moved it since, evaluate them again and read the next choice afresh
+            v = verification
+            divergent = [(v.greedy_tokens[kept], v.greedy_logprobs[kept], v.entropies[kept])]
+            prefill = 0
+            if self._kv.holds(full[: first + kept]):
+                self._kv.truncate(first + kept)
+            else:
+                prefill = self._prefill(full[: first + kept])
+                divergent = []
+            forced = [(v.tokens[i], v.token_logprobs[i], v.entropies[i]) for i in range(kept)]
+            t1 = time.perf_counter()
+
+            def next_token() -> tuple[int, float, float]:
+                if divergent:  # the model's choice at the divergence was read by the verification
+                    return divergent.pop()
+                logprobs = log_softmax(self._last_logits())
+                token = int(np.argmax(logprobs))
+                return token, float(logprobs[token]), entropy(logprobs)
+
+            step = decode_step(
+                budget=min(params.max_step_tokens, self.n_ctx - len(tokens) - 1),
+                separator=params.separator,
+                next_token=next_token,
+                is_end=self.is_end_of_generation,
+                detokenize=lambda generated: self._decode(generated, tokens),
+                feed=self._feed,
+                forced=forced,
+            )
+            t2 = time.perf_counter()
+            return step.output(
+                self.name,
+                prompt_tokens=len(tokens),
+                prefill_tokens=prefill,
+                prefill_seconds=t1 - t0,
+                decode_seconds=t2 - t1,
+                extra={"token_ids": list(step.token_ids), "kept_tokens": step.kept},
+            )
+
+    def replay_step(self, context: StepContext, params: StepParams, output: StepOutput) -> tuple[int, float]:
+        """Bring the cache to where a live call that wrote ``output`` would have left it.
+
+        Prefills the context for real and returns what that took, ``(prefill tokens, seconds)``: what
+        the live call would have measured. Then evaluates the step's tokens (untimed; the replayed call
+        is charged its stored decode seconds instead), except the last, as decoding would have.
+        """
+        if self._closed:
+            raise BackendError(f"{self.name} is closed")
+        with self._lock:
+            tokens = self.context_tokens(context, params.separator)
+            t0 = time.perf_counter()
+            prefill = self._prefill(tokens)
+            seconds = time.perf_counter() - t0
+            stored = output.extra.get("token_ids") or []
+            ids = [int(t) for t in stored] if isinstance(stored, list) else []
+            if len(ids) > 1:
+                self._kv.absorb(tokens + ids[:-1], len(tokens))
+            return prefill, seconds
 
     def _decode(self, generated: list[int], context: list[int]) -> str:
         raw = self.llm.detokenize(generated, prev_tokens=context[-8:])

@@ -8,7 +8,7 @@ on an end-of-generation token, on the separator or at the token budget, else fee
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,12 +41,38 @@ def entropy(logprobs: np.ndarray) -> float:
     return float(-(np.exp(logprobs) * logprobs).sum())
 
 
+def row_summaries(
+    logits: np.ndarray, given: Sequence[int]
+) -> tuple[list[float], list[int], list[float], list[float]]:
+    """Per row of next-token ``logits`` (``[m, vocab]``): the log-probability of ``given[i]`` (rows
+    beyond ``given`` have none), the greedy token, its log-probability and the entropy (nats).
+
+    Verification reads these from the rows of a teacher-forced pass.
+    """
+    logprobs: list[float] = []
+    greedy: list[int] = []
+    greedy_logprobs: list[float] = []
+    entropies: list[float] = []
+    for i, row in enumerate(logits):
+        lp = log_softmax(row)
+        best = int(np.argmax(lp))
+        greedy.append(best)
+        greedy_logprobs.append(float(lp[best]))
+        entropies.append(entropy(lp))
+        if i < len(given):
+            logprobs.append(float(lp[given[i]]))
+    return logprobs, greedy, greedy_logprobs, entropies
+
+
 def choose_token(logprobs: np.ndarray, params: StepParams, rng: np.random.Generator) -> int:
     """Greedy pick at temperature 0, else a temperature / top-p sample from ``logprobs``."""
     if params.temperature == 0:
         return int(np.argmax(logprobs))
-    scaled = logprobs / params.temperature
-    probs = np.exp(scaled - scaled.max())
+    # shift, then divide: the best token's score stays 0, so a tiny (even subnormal) temperature sends the
+    # others to exp(-inf) = 0 instead of making every score -inf and the difference NaN
+    with np.errstate(over="ignore"):
+        scaled = (logprobs - logprobs.max()) / params.temperature
+    probs = np.exp(scaled)
     probs /= probs.sum()
     if params.top_p < 1.0:
         order = np.argsort(-probs)
@@ -67,6 +93,8 @@ class DecodedStep:
     tokens: int  # generated tokens, including an end or separator token
     logprobs: tuple[float, ...]  # [tokens] log-probability of each chosen token
     entropies: tuple[float, ...]  # [tokens] entropy (nats) of each next-token distribution
+    token_ids: tuple[int, ...] = ()  # [tokens] the chosen token ids (kept prefix included)
+    kept: int = 0  # leading tokens taken from a verified step instead of being decoded
 
     def output(
         self,
@@ -101,6 +129,7 @@ def decode_step(
     is_end: Callable[[int], bool],
     detokenize: Callable[[list[int]], str],
     feed: Callable[[int], None],
+    forced: Sequence[tuple[int, float, float]] = (),
 ) -> DecodedStep:
     """Decode one step, token by token, until an end token, the separator or ``budget`` tokens.
 
@@ -109,6 +138,10 @@ def decode_step(
     the generated ids into text; ``feed(token)`` evaluates a kept token so that the next distribution is
     ready. The text of an ended answer excludes the end token; a separator, wherever token boundaries
     put it, cuts the text at its start (:func:`find_step_end`).
+
+    ``forced`` is a kept prefix: ``(token, logprob, entropy)`` items already evaluated into the model's
+    cache (by a verification), taken as the first tokens without calling ``next_token`` or ``feed``;
+    the stopping rules apply to them as to decoded tokens.
     """
     generated: list[int] = []
     logprobs: list[float] = []
@@ -116,7 +149,8 @@ def decode_step(
     text = ""
     finish = FinishReason.LENGTH
     while len(generated) < budget:
-        token, logprob, token_entropy = next_token()
+        is_forced = len(generated) < len(forced)
+        token, logprob, token_entropy = forced[len(generated)] if is_forced else next_token()
         generated.append(token)
         logprobs.append(logprob)
         entropies.append(token_entropy)
@@ -130,8 +164,11 @@ def decode_step(
             text = text[:cut]
             finish = FinishReason.STEP
             break
-        if len(generated) < budget:
+        if len(generated) < budget and not is_forced:
             feed(token)
     else:
         text = detokenize(generated)
-    return DecodedStep(text.strip(), finish, len(generated), tuple(logprobs), tuple(entropies))
+    kept = min(len(forced), len(generated))
+    return DecodedStep(
+        text.strip(), finish, len(generated), tuple(logprobs), tuple(entropies), tuple(generated), kept
+    )

@@ -39,6 +39,23 @@ def collect(
     separator: opt.Separator = "\\n\\n",
     seed: opt.Seed = 0,
     n_ctx: opt.NCtx = 4096,
+    labels: Annotated[
+        str,
+        typer.Option(
+            help="prm: the PRM's Δ only. outcome: also grounded labels: continue from prefix + z_d and from "
+            "prefix + z_t to an answer and grade both against the gold answer."
+        ),
+    ] = "prm",
+    continuation: Annotated[
+        str | None,
+        typer.Option(help="--labels outcome: the model that continues both candidates (default: the draft)."),
+    ] = None,
+    continuations: Annotated[
+        int,
+        typer.Option(
+            help="--labels outcome: continuations per candidate (1: greedy; more: sampled, averaged)."
+        ),
+    ] = 1,
     workers: Annotated[
         int, typer.Option(help="Questions in flight at once (each worker loads its own models).")
     ] = 1,
@@ -46,7 +63,11 @@ def collect(
         "runs/collect/gsm8k-train"
     ),
 ) -> None:
-    """Collect (x, z_d, z_t, s_d, s_t, Δ, y) step pairs: both models write each step from one prefix."""
+    """Collect (x, z_d, z_t, s_d, s_t, Δ, y) step pairs: both models write each step from one prefix.
+
+    Each row also holds the target's verification of z_d (when the target backend can verify), and with
+    --labels outcome the grounded labels (outcome_d, outcome_t, outcome_advantage, y_outcome).
+    """
     from contextlib import ExitStack
 
     from arbitrage.backends.loader import GeneratorOptions
@@ -54,6 +75,7 @@ def collect(
     from arbitrage.evaluation.datasets import load_problems
     from arbitrage.prm.registry import DEFAULT_PRM, load_scorer
     from arbitrage.router.collect import CollectConfig, CollectModels, run_collection
+    from arbitrage.router.outcome import OutcomeOptions
 
     name, problems = load_problems(dataset if data_file is None else None, data_file, question_field,
                                    answer_field, data_dir, offset, limit)  # fmt: skip
@@ -67,6 +89,8 @@ def collect(
         max_total_tokens=max_tokens,
         seed=seed,
         prm_name=spec,
+        labels=labels,
+        outcome=OutcomeOptions(continuations=continuations, seed=seed, max_total_tokens=max_tokens),
     )
     options = GeneratorOptions(n_ctx=n_ctx, seed=seed)
 
@@ -77,8 +101,12 @@ def collect(
             draft_model = load_model(draft, options)
             loading.callback(draft_model.close)
             target_model = load_model(target, options)
+            loading.callback(target_model.close)
+            extra = None
+            if labels == "outcome" and continuation is not None and continuation != draft:
+                extra = load_model(continuation, options)
             loading.pop_all()
-        return CollectModels(draft_model, target_model, scorer)
+        return CollectModels(draft_model, target_model, scorer, extra)
 
     stats = run_collection(problems, make_models, out, config, workers=workers)
     typer.echo(

@@ -24,6 +24,14 @@ def eval_router(
             "downsampling on/off.",
         ),
     ] = False,
+    compare_inputs: Annotated[
+        bool,
+        typer.Option(
+            "--compare-inputs",
+            help="Features routers on draft / target / both inputs and the raw verification scores (GSI, "
+            "target mean logprob, agreement) as baselines, against PRM Δ and outcome labels where present.",
+        ),
+    ] = False,
     folds: Annotated[
         int,
         typer.Option(
@@ -35,6 +43,8 @@ def eval_router(
     ] = 5,
     kind: t.Kind = "features",
     score: t.Score = "p_positive",
+    label: t.Label = "prm",
+    inputs: t.Inputs = "draft",
     val_fraction: t.ValFraction = 0.2,
     seed: t.Seed = 0,
     estimator: t.Estimator = "logistic",
@@ -64,17 +74,23 @@ def eval_router(
     from arbitrage.router.evaluate import (
         FOLD_NOTE,
         ablation_markdown,
+        comparison_markdown,
         evaluate_saved,
         fold_table,
         markdown_table,
         run_ablation,
     )
+    from arbitrage.router.evaluate import (
+        compare_inputs as run_comparison,
+    )
     from arbitrage.router.store import load_router
     from arbitrage.router.train import load_rows
 
     routers = router or []
-    if not routers and not ablation:
-        raise RouterError("Nothing to evaluate: give --router PATH (repeatable), --ablation, or both")
+    if not routers and not ablation and not compare_inputs:
+        raise RouterError(
+            "Nothing to evaluate: give --router PATH (repeatable), --ablation or --compare-inputs"
+        )
     # check everything that can fail fast before any training
     loaded = [load_router(p, device=device) for p in routers]
     options = (
@@ -96,8 +112,10 @@ def eval_router(
             device=device,
             train_layers=train_layers,
             head_lr=head_lr,
+            label=label,
+            inputs=inputs,
         )
-        if ablation or (loaded and folds >= 2)
+        if ablation or compare_inputs or (loaded and folds >= 2)
         else None
     )
     rows = load_rows(data)
@@ -123,6 +141,16 @@ def eval_router(
         )
         report["ablation"] = result.to_dict()
         markdown.append(f"## Ablation\n\n{ablation_markdown(result)}")
+    if compare_inputs and options is not None:
+        comparison = run_comparison(
+            rows,
+            options,
+            max(folds, 2),
+            progress=True,
+            on_variant=lambda label: typer.echo(f"training {label}", err=True),
+        )
+        report["inputs"] = comparison.to_dict()
+        markdown.append(f"## Router inputs and verification baselines\n\n{comparison_markdown(comparison)}")
     text = "\n".join(markdown)
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)

@@ -23,12 +23,15 @@ def evaluate(
     policy: opt.Policy = "draft",
     p: opt.P = 0.5,
     prm: opt.Prm = DEFAULT_PRM,
-    threshold: opt.Threshold = 0.7,
+    threshold: opt.Threshold = None,
     tau: opt.Tau = None,
     target_samples: opt.TargetSamples = 1,
     diagnose: opt.Diagnose = False,
     router: opt.Router = None,
     target_rate: opt.TargetRate = None,
+    score: opt.Score = None,
+    calibration: opt.Calibration = None,
+    keep_prefix: opt.KeepPrefix = "verified",
     draft: opt.Draft = opt.DEFAULTS["draft"],
     target: opt.Target = opt.DEFAULTS["target"],
     max_steps: opt.MaxSteps = 40,
@@ -58,10 +61,11 @@ def evaluate(
         step=step_params(separator, max_step_tokens, temperature, seed),
         max_steps=max_steps,
         max_total_tokens=max_tokens,
+        keep_prefix=keep_prefix,  # type: ignore[arg-type]  # checked by EngineConfig
     )
     choice = opt.policy_choice(
         policy, p=p, seed=seed, path=router, tau=tau, target_rate=target_rate, threshold=threshold,
-        target_samples=target_samples, diagnose=diagnose,
+        target_samples=target_samples, diagnose=diagnose, score=score, calibration=calibration,
     )  # fmt: skip
     spec = RunSpec(draft=draft, target=target, policies=[choice], prm=prm, n_ctx=n_ctx, seed=seed)
     with open_run(spec) as run:
@@ -71,6 +75,8 @@ def evaluate(
             "separator": separator, "temperature": temperature, "seed": seed,
             "prm": prm if run.scorer is not None else None,
         }  # fmt: skip
+        if keep_prefix != "verified":  # the default stays out, so earlier runs' folders still resume
+            run_config["keep_prefix"] = keep_prefix
         if out is None:
             slug = re.sub(r"[^A-Za-z0-9.=-]+", "-", f"{name}_{run.policy.name}_{draft}_{target}").strip("-")
             out = Path("runs") / "eval" / slug

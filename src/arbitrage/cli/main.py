@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from arbitrage.cli.calibrate_verify import calibrate_verify
 from arbitrage.cli.collect import collect
 from arbitrage.cli.eval_prm import eval_prm
 from arbitrage.cli.eval_router import eval_router
@@ -37,6 +38,7 @@ app.command("train-router")(train_router)
 app.command("eval-router")(eval_router)
 app.command("eval-prm")(eval_prm)
 app.command()(collect)
+app.command("calibrate-verify")(calibrate_verify)
 
 
 @app.callback()

@@ -14,7 +14,9 @@ from arbitrage.models.registry import DEFAULT_DRAFT, DEFAULT_TARGET
 
 Draft = Annotated[str, typer.Option(help="Draft model: a named model, a .gguf path, or a backend spec.")]
 Target = Annotated[str, typer.Option(help="Target model (same forms as --draft).")]
-Policy = Annotated[str, typer.Option(help="Routing policy: draft, target, random, rsd, oracle or router.")]
+Policy = Annotated[
+    str, typer.Option(help="Routing policy: draft, target, random, rsd, oracle, router or verify.")
+]
 P = Annotated[float, typer.Option(help="random: probability of escalating a step.")]
 MaxSteps = Annotated[int, typer.Option(help="Stop after this many steps.")]
 MaxTokens = Annotated[int, typer.Option(help="Stop once the solution holds this many tokens.")]
@@ -54,7 +56,29 @@ Tau = Annotated[
 TargetRate = Annotated[
     float | None,
     typer.Option(
-        help="router: pick τ from the router's table so about this share of steps go to the target."
+        help="router, verify: pick τ from the router's table (verify: the calibration table) so about "
+        "this share of steps go to the target."
+    ),
+]
+Score = Annotated[
+    str | None,
+    typer.Option(
+        help="verify: verification score, escalate iff it exceeds --threshold: gsi (default), "
+        "target_nll, target_min_nll, disagree, divergence."
+    ),
+]
+Calibration = Annotated[
+    Path | None,
+    typer.Option(
+        help="verify: calibration table for --target-rate (from `arbitrage calibrate-verify`; "
+        "default: the installed one)."
+    ),
+]
+KeepPrefix = Annotated[
+    str,
+    typer.Option(
+        help="Escalated greedy steps keep the draft tokens the target agrees with: verified (when the "
+        "policy had the target verify the step), always (verify first), never."
     ),
 ]
 
@@ -66,7 +90,13 @@ Prm = Annotated[
         "hf:PATH, http:URL#MODEL."
     ),
 ]
-Threshold = Annotated[float, typer.Option(help="rsd: accept a draft step iff its reward >= this.")]
+Threshold = Annotated[
+    float | None,
+    typer.Option(
+        help="rsd: accept a draft step iff its reward >= this (default 0.7); verify: escalate iff the "
+        "verification score > this."
+    ),
+]
 TargetSamples = Annotated[
     int, typer.Option(help="oracle: target samples averaged for s_target (extra ones at temperature 0.7).")
 ]
@@ -114,4 +144,5 @@ def policy_choice(policy: str, **flags: Any) -> tuple[str, Any]:
 
 
 def _optional_flag(name: str) -> bool:
-    return name in ("path", "tau", "target_rate")  # flags without a default: given means meant
+    # flags without a default: given means meant
+    return name in ("path", "tau", "target_rate", "threshold", "score", "calibration")

@@ -18,12 +18,15 @@ def solve(
     policy: opt.Policy = "random",
     p: opt.P = 0.5,
     prm: opt.Prm = DEFAULT_PRM,
-    threshold: opt.Threshold = 0.7,
+    threshold: opt.Threshold = None,
     tau: opt.Tau = None,
     target_samples: opt.TargetSamples = 1,
     diagnose: opt.Diagnose = False,
     router: opt.Router = None,
     target_rate: opt.TargetRate = None,
+    score: opt.Score = None,
+    calibration: opt.Calibration = None,
+    keep_prefix: opt.KeepPrefix = "verified",
     max_steps: opt.MaxSteps = 40,
     max_tokens: opt.MaxTokens = 2048,
     max_step_tokens: opt.MaxStepTokens = 256,
@@ -48,10 +51,11 @@ def solve(
         step=step_params(separator, max_step_tokens, temperature, seed),
         max_steps=max_steps,
         max_total_tokens=max_tokens,
+        keep_prefix=keep_prefix,  # type: ignore[arg-type]  # checked by EngineConfig
     )
     choice = opt.policy_choice(
         policy, p=p, seed=seed, path=router, tau=tau, target_rate=target_rate, threshold=threshold,
-        target_samples=target_samples, diagnose=diagnose,
+        target_samples=target_samples, diagnose=diagnose, score=score, calibration=calibration,
     )  # fmt: skip
     spec = RunSpec(draft=draft, target=target, policies=[choice], prm=prm, n_ctx=n_ctx, seed=seed)
     with open_run(spec) as run:

@@ -26,13 +26,16 @@ def sweep(
         str,
         typer.Option(
             help="Grid: 'draft; target; random:p=0.25,0.5; rsd:threshold=0.5,0.7; oracle:tau=0,0.1; "
-            "router:target_rate=0.2,0.4' (router points need --router)."
+            "router:target_rate=0.2,0.4; verify:threshold=0.5,1.0' (router points need --router)."
         ),
     ] = DEFAULT_POINTS,
     prm: opt.Prm = DEFAULT_PRM,
     target_samples: opt.TargetSamples = 1,
     diagnose: opt.Diagnose = False,
     router: opt.Router = None,
+    score: opt.Score = None,
+    calibration: opt.Calibration = None,
+    keep_prefix: opt.KeepPrefix = "verified",
     draft: opt.Draft = opt.DEFAULTS["draft"],
     target: opt.Target = opt.DEFAULTS["target"],
     max_steps: opt.MaxSteps = 40,
@@ -68,7 +71,8 @@ def sweep(
 
     grid = parse_points(points)
     base = {"seed": seed, "path": str(router) if router else None, "target_samples": target_samples,
-            "diagnose": diagnose}  # fmt: skip
+            "diagnose": diagnose, "score": score,
+            "calibration": str(calibration) if calibration else None}  # fmt: skip
     with flag_errors():  # every point's options, checked before any data or model loads
         choices = [(point.policy, point_options(point, {k: v for k, v in base.items() if v is not None}))
                    for point in grid]  # fmt: skip
@@ -77,6 +81,7 @@ def sweep(
         step=step_params(separator, max_step_tokens, 0.0, seed),
         max_steps=max_steps,
         max_total_tokens=max_tokens,
+        keep_prefix=keep_prefix,  # type: ignore[arg-type]  # checked by EngineConfig
     )
     if out is None:
         out = Path("runs") / "sweep" / re.sub(r"[^A-Za-z0-9.=-]+", "-", f"{name}_{draft}_{target}").strip("-")
@@ -92,6 +97,8 @@ def sweep(
             "seed": seed, "prm": prm if run.scorer is not None else None, "target_samples": target_samples,
             "diagnose": diagnose,
         }  # fmt: skip
+        if keep_prefix != "verified":  # the default stays out, so earlier sweeps' folders still resume
+            run_config["keep_prefix"] = keep_prefix
         pairs = list(zip(grid, run.policies, strict=True))
         results = run_sweep(problems, run.draft, run.target, pairs, out, config, run_config, concurrency)
     print_sweep_table(Console(), [s for _, s in results], out)

@@ -30,6 +30,23 @@ Downsample = Annotated[
     bool,
     typer.Option("--downsample/--no-downsample", help="Balance the two labels by downsampling the majority."),
 ]
+Label = Annotated[
+    str,
+    typer.Option(
+        "--label",
+        help="Advantage the labels come from: prm (y = 1[Δ > 0], the PRM's judgement) or outcome "
+        "(y = 1[outcome_advantage > 0], grounded labels from `collect --labels outcome`; rows without "
+        "them are dropped).",
+    ),
+]
+Inputs = Annotated[
+    str,
+    typer.Option(
+        help="features router inputs: draft (the paper's router: the draft's side only), target (the "
+        "target's verification of the draft step) or both. target/both verify every draft step with the "
+        "target at routing time."
+    ),
+]
 ValFraction = Annotated[float, typer.Option(help="Share of question ids held out for validation.")]
 Seed = Annotated[int, typer.Option(help="Seed of the split, the downsampling and the model.")]
 Estimator = Annotated[str, typer.Option(help="features: logistic (default) or gbt (gradient boosting).")]
@@ -76,6 +93,8 @@ def make_options(
     device: str,
     train_layers: int | None = None,
     head_lr: float = 5e-3,
+    label: str = "prm",
+    inputs: str = "draft",
 ) -> TrainOptions:
     """TrainOptions from CLI values (validated there); keyword-only so that no two values can swap."""
     from arbitrage.errors import RouterError
@@ -107,6 +126,8 @@ def make_options(
         seed=seed,
         estimator=estimator,
         lm=lm,
+        label_source=label,
+        inputs=inputs,
     )
 
 
@@ -116,6 +137,8 @@ def train_router(
     kind: Kind = "features",
     classes: Classes = 2,
     score: Score = "p_positive",
+    label: Label = "prm",
+    inputs: Inputs = "draft",
     annotate: Annotate = True,
     downsample: Downsample = True,
     val_fraction: ValFraction = 0.2,
@@ -158,6 +181,8 @@ def train_router(
         device=device,
         train_layers=train_layers,
         head_lr=head_lr,
+        label=label,
+        inputs=inputs,
     )
     if out.exists():  # fail before training, not after
         if not force:
@@ -170,6 +195,9 @@ def train_router(
         typer.echo(json.dumps(trained.config, indent=2, default=str))
         return
     d, inference = trained.config["data"], trained.config["inference"]
+    dropped = {k: v for k, v in d.get("rows_dropped", {}).items() if v}
+    if dropped:
+        typer.echo("dropped rows: " + ", ".join(f"{v} {k.replace('_', ' ')}" for k, v in dropped.items()))
     typer.echo(
         f"trained {options.label} on {d['train_rows_used']} of {d['train_rows']} training rows; "
         f"validated on {d['val_rows']} rows of {trained.metrics.questions} held-out questions"

@@ -10,10 +10,10 @@ the completed problems only; the runner solves it again when the run is resumed.
 
 Two latencies, two names:
 
-- ``ProblemRecord.latency_seconds``: the **cost** of a solve, Σ measured call seconds (draft + target)
-  plus policy (PRM / router) seconds. Calls replayed from a step or score cache add the seconds stored
-  when they first ran, so it is comparable between live and replayed runs. Every summary and report
-  latency is built from it.
+- ``ProblemRecord.latency_seconds``: the **cost** of a solve, Σ measured call seconds (draft + target,
+  the target's verifications of draft steps included) plus policy (PRM / router) seconds. Calls
+  replayed from a step or score cache add the seconds stored when they first ran, so it is comparable
+  between live and replayed runs. Every summary and report latency is built from it.
 - ``SolveTrace.wall_latency_seconds`` (:mod:`arbitrage.trace`): the wall clock of one solve less
   diagnostic-only work; a replayed call costs almost nothing there. Stored here as ``wall_seconds``
   (diagnostics included), for information only.
@@ -35,6 +35,9 @@ RECORDS = "records.jsonl"
 
 # the keys written for an errored problem (nothing was measured): the same lines as always
 ERRORED_KEYS = ("id", "dataset", "gold", "error", "correct", "predicted")
+# keys written only when not zero (a policy that verifies, prefix keeping), so every other line keeps
+# the keys it always had
+SPARSE_KEYS = ("kept_tokens", "verify_calls", "verify_seconds")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +67,7 @@ class ProblemRecord:
     draft_generated_tokens: int = 0  # tokens the draft generated, kept or not
     target_generated_tokens: int = 0  # tokens the target generated, kept or not
     draft_seconds: float = 0.0  # Σ measured draft call seconds (prefill + decode), replays included
-    target_seconds: float = 0.0  # Σ measured target call seconds, replays included
+    target_seconds: float = 0.0  # Σ measured target call seconds (verifications included), replays included
     draft_prefill_tokens: int = 0  # context tokens the draft evaluated (not reused from its KV cache)
     target_prefill_tokens: int = 0  # same for the target
     policy_seconds: float = 0.0  # PRM / router seconds inside the latency (replayed scores included)
@@ -76,6 +79,9 @@ class ProblemRecord:
     live_calls: int = 0  # model calls measured in this run
     replayed_prm_calls: int = 0  # PRM calls replayed from a score cache
     live_prm_calls: int = 0  # PRM calls measured in this run
+    kept_tokens: int = 0  # target decode tokens saved by keeping verified draft prefixes (prefix keeping)
+    verify_calls: int = 0  # target verifications of draft steps (their seconds are in target_seconds)
+    verify_seconds: float = 0.0  # Σ seconds of those verifications
     route: str = ""  # one letter per accepted step: "D" draft, "T" target
     solution: str = ""  # the steps joined by the run's separator
 
@@ -100,7 +106,7 @@ class ProblemRecord:
         data = dataclasses.asdict(self)
         if not self.completed:
             return {key: data[key] for key in ERRORED_KEYS}
-        return data
+        return {key: value for key, value in data.items() if key not in SPARSE_KEYS or value}
 
 
 def as_record(record: ProblemRecord | Mapping[str, Any]) -> ProblemRecord:

@@ -53,7 +53,7 @@ CONTROL_FAMILIES = ("draft", "target", "random")  # the random control: draft-on
 class Point:
     """One sweep point as the report sees it."""
 
-    family: str  # policy family: draft, target, random, rsd, oracle, router
+    family: str  # policy family: draft, target, random, rsd, oracle, router, verify
     label: str
     accuracy: float  # correct / completed problems (errored ones left out)
     acceptance: float  # step-level acceptance rate
@@ -72,6 +72,7 @@ class Point:
     errors: int = 0  # errored problems (not in accuracy or latency)
     errored_ids: tuple[str, ...] = ()  # their ids
     key: str = ""  # the point's folder under the sweep (its records), e.g. "rsd_threshold=0.9"
+    kept_tokens_mean: float = 0.0  # target decode tokens saved by prefix keeping, per problem
 
     @property
     def completed(self) -> int:
@@ -99,6 +100,7 @@ def _point(row: dict[str, Any]) -> Point:
         errors=row.get("errors", 0),
         errored_ids=tuple(str(i) for i in row.get("errored_ids", ())),
         key=str(row.get("point", "")),
+        kept_tokens_mean=float(row.get("kept_tokens_mean") or 0.0),
     )
 
 

@@ -17,8 +17,9 @@ def _ci(ci: list[float] | None, spec: str = ".3f") -> str:
 def _points_table(points: list[Point]) -> list[str]:
     lines = [
         "| policy | problems | errored | accuracy (completed) [95% CI] | acceptance | target-call rate | "
-        "mean latency s | median s | model calls replayed / live | PRM calls replayed / live |",
-        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "mean latency s | median s | decode tokens saved / problem | model calls replayed / live | "
+        "PRM calls replayed / live |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for p in sorted(points, key=lambda p: (p.family, -p.acceptance if not math.isnan(p.acceptance) else 0)):
         lo, hi = p.accuracy_ci
@@ -31,6 +32,7 @@ def _points_table(points: list[Point]) -> list[str]:
             f"{p.target_call_rate:.3f}",
             f"{p.latency:.1f}",
             f"{p.latency_median:.1f}",
+            f"{p.kept_tokens_mean:.1f}",
             f"{p.replayed_calls} / {p.live_calls}",
             f"{p.replayed_prm_calls} / {p.live_prm_calls}",
         ]
@@ -44,7 +46,11 @@ def _points_table(points: list[Point]) -> list[str]:
         "",
         "Latency is the sum of the measured costs of a problem's model and PRM calls. Calls replayed from "
         "the sweep's step and score caches (identical greedy requests made by an earlier point) add the "
-        "seconds measured when they first ran; the last two columns say how many of each.",
+        "seconds measured when they first ran; the last two columns say how many of each. It includes "
+        "the target's verifications of draft steps.",
+        "",
+        "Decode tokens saved: target step tokens kept from a verified draft prefix instead of decoded "
+        "(prefix keeping of escalated steps), per problem.",
     ]
 
 

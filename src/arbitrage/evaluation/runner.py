@@ -67,11 +67,15 @@ def record_for(problem: Problem, trace: SolveTrace | None, error: str | None = N
         target_prefill_tokens=target.prefill_tokens,
         policy_seconds=trace.policy_seconds,
         wall_seconds=trace.wall_seconds,
+        # the target's seconds include its verifications (ModelUsage.seconds)
         latency_seconds=draft.seconds + target.seconds + trace.policy_seconds,
         replayed_calls=replayed,
         live_calls=len(outputs) - replayed,
         replayed_prm_calls=prm_replayed,
         live_prm_calls=prm_calls - prm_replayed,
+        kept_tokens=target.kept_tokens,
+        verify_calls=target.verify_calls,
+        verify_seconds=target.verify_seconds,
         route="".join("T" if s.role == "target" else "D" for s in trace.steps),
         solution=trace.solution,
     )

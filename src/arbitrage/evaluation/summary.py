@@ -8,11 +8,15 @@ listed in ``errored_ids``, and every other figure is over the *completed* proble
 - acceptance_rate = Σ draft-kept steps / Σ steps (pooled over all steps of all problems).
 - token_acceptance_rate = Σ draft-kept tokens / Σ solution tokens (the official code's weighting).
 - target_call_rate = Σ target step calls / Σ steps.
-- latency = per-problem Σ measured call seconds (draft + target) + policy seconds: mean, median, p90
-  (nearest-rank). Equal to the wall time up to the engine's own overhead for live calls, and still
-  defined when calls were replayed from a step or score cache (their stored costs are summed).
+- latency = per-problem Σ measured call seconds (draft + target, the target's verifications included)
+  + policy seconds: mean, median, p90 (nearest-rank). Equal to the wall time up to the engine's own
+  overhead for live calls, and still defined when calls were replayed from a step or score cache (their
+  stored costs are summed).
 - wasted share = Σ wasted escalations / Σ escalations with both rewards known (RSD with --diagnose,
   the oracle); an escalation is wasted when its target step's reward did not beat the draft's.
+- kept_tokens_mean = Σ target decode tokens saved by prefix keeping / completed problems;
+  kept_token_share = Σ saved / Σ target generated tokens (the share of the target's step tokens it did
+  not have to decode).
 """
 
 from __future__ import annotations
@@ -73,6 +77,9 @@ class EvalSummary:
     replayed_prm_calls: int = 0  # PRM calls replayed from a score cache (stored seconds summed)
     live_prm_calls: int = 0  # PRM calls measured in this run
     errored_ids: tuple[str, ...] = ()  # ids of the errored problems, in record order
+    kept_tokens_mean: float = 0.0  # target decode tokens saved by prefix keeping, per problem
+    kept_token_share: float | None = None  # saved / target generated tokens (None: the target wrote none)
+    verify_calls_mean: float = 0.0  # target verifications per problem (their cost is in the latency)
 
     @property
     def completed(self) -> int:
@@ -95,6 +102,8 @@ def summarize(records: Sequence[ProblemRecord | Mapping[str, Any]], policy: str)
     draft_tokens = sum(r.draft_kept_tokens for r in ok)
     latencies = [r.latency_seconds for r in ok] or [0.0]
     diagnosed = [r.wasted_escalations for r in ok if r.wasted_escalations is not None]
+    kept = sum(r.kept_tokens for r in ok)
+    target_tokens = sum(r.target_generated_tokens for r in ok)
     return EvalSummary(
         policy=policy,
         problems=n,
@@ -121,4 +130,7 @@ def summarize(records: Sequence[ProblemRecord | Mapping[str, Any]], policy: str)
         replayed_prm_calls=sum(r.replayed_prm_calls for r in ok),
         live_prm_calls=sum(r.live_prm_calls for r in ok),
         errored_ids=tuple(r.id for r in everything if not r.completed),
+        kept_tokens_mean=statistics.mean(r.kept_tokens for r in ok) if ok else 0.0,
+        kept_token_share=kept / target_tokens if target_tokens else None,
+        verify_calls_mean=statistics.mean(r.verify_calls for r in ok) if ok else 0.0,
     )

@@ -11,7 +11,14 @@ from arbitrage.policies.factory import (
     policy_entry,
     policy_options,
 )
-from arbitrage.policies.options import NoOptions, OracleOptions, RandomOptions, RouterOptions, RSDOptions
+from arbitrage.policies.options import (
+    NoOptions,
+    OracleOptions,
+    RandomOptions,
+    RouterOptions,
+    RSDOptions,
+    VerifyOptions,
+)
 
 __all__ = [
     "POLICIES",
@@ -27,6 +34,7 @@ __all__ = [
     "RoutingPolicy",
     "StepView",
     "TargetOnlyPolicy",
+    "VerifyOptions",
     "build_policy",
     "needs_scorer",
     "policy_entry",

@@ -3,9 +3,10 @@
 A policy sees a :class:`StepView`: the question, the accepted steps so far (with who wrote each), the
 draft's proposed step with its token logprobs, and *lazy* access to the target's step for the same
 prefix. Policies that need a reward (RSD) hold their own step scorer; policies that compare both
-candidates (the oracle) call ``view.target_step()``; learned routers use the draft step alone. The
-engine calls the target only when the policy asks for it or escalates, and reuses a step the policy
-already requested instead of generating it twice.
+candidates (the oracle) call ``view.target_step()``; learned routers use the draft step alone; the
+``verify`` policy asks for the target's verification of the draft step (``view.verify_target()``). The
+engine calls the target only when the policy asks for it or escalates, and reuses a step (or a
+verification) the policy already requested instead of computing it twice.
 """
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
-from arbitrage.backends.base import StepOutput, StepParams
+from arbitrage.backends.base import StepOutput, StepParams, Verification
+from arbitrage.errors import ConfigError
 from arbitrage.trace import Decision, StepRecord
 
 
@@ -32,6 +34,9 @@ class StepView:
     prefix: tuple[
         str, ...
     ] = ()  # given steps the solve started from (Engine.solve(prefix=...)), oldest first
+    # the engine's way to have the target verify the draft step (None: this view cannot verify)
+    _make_verification: Callable[[], Verification] | None = None
+    _verification: Verification | None = None
 
     @property
     def steps(self) -> tuple[str, ...]:
@@ -48,6 +53,20 @@ class StepView:
         if self._target is None:
             self._target = self._make_target(None)
         return self._target
+
+    @property
+    def verification(self) -> Verification | None:
+        """The target's verification of the draft step if it has been requested already, else None."""
+        return self._verification
+
+    def verify_target(self) -> Verification:
+        """The target's verification of the draft step (computed once, on first request; its cost is
+        counted in the target's usage). ConfigError when the target cannot verify steps."""
+        if self._verification is None:
+            if self._make_verification is None:
+                raise ConfigError("This step view has no target that can verify steps")
+            self._verification = self._make_verification()
+        return self._verification
 
     def sample_target(self, params: StepParams) -> StepOutput:
         """An additional target sample with other parameters (counted as a target call)."""

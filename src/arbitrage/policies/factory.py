@@ -21,6 +21,7 @@ from arbitrage.policies.options import (
     RandomOptions,
     RouterOptions,
     RSDOptions,
+    VerifyOptions,
     make_options,
 )
 
@@ -69,6 +70,12 @@ def _router(options: RouterOptions, _: StepScorer | None) -> RoutingPolicy:
     return build_router_policy(options)
 
 
+def _verify(options: VerifyOptions, _: StepScorer | None) -> RoutingPolicy:
+    from arbitrage.policies.verify import build_verify_policy
+
+    return build_verify_policy(options)
+
+
 POLICIES: dict[str, PolicyEntry] = {
     "draft": PolicyEntry(NoOptions, lambda _o, _s: DraftOnlyPolicy()),
     "target": PolicyEntry(NoOptions, lambda _o, _s: TargetOnlyPolicy()),
@@ -76,6 +83,7 @@ POLICIES: dict[str, PolicyEntry] = {
     "rsd": PolicyEntry(RSDOptions, _rsd, needs_scorer=True),
     "oracle": PolicyEntry(OracleOptions, _oracle, needs_scorer=True),
     "router": PolicyEntry(RouterOptions, _router),
+    "verify": PolicyEntry(VerifyOptions, _verify),
 }
 POLICY_NAMES = tuple(POLICIES)
 

@@ -14,6 +14,7 @@ point's floats), coercing each to its field's type and rejecting names the polic
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import typing
 from collections.abc import Mapping
@@ -115,6 +116,49 @@ class RouterOptions:
             check_unit("target_rate", self.target_rate)
 
 
+VERIFY_SCORES = ("gsi", "target_nll", "target_min_nll", "disagree", "divergence")  # see policies/verify.py
+
+
+@dataclass(frozen=True, slots=True)
+class VerifyOptions:
+    """``verify``: the target verifies each draft step; escalate iff the chosen verification ``score``
+    exceeds τ. τ is ``threshold``, or read from a calibration table for ``target_rate`` (exactly one)."""
+
+    # setting one of two alternatives on top of existing options clears the other (see override())
+    ALTERNATIVES: ClassVar[dict[str, str]] = {"threshold": "target_rate", "target_rate": "threshold"}
+
+    score: str = "gsi"  # verification score: gsi, target_nll, target_min_nll, disagree, divergence
+    threshold: float | None = None  # τ: escalate iff score > τ (the score's own units)
+    target_rate: float | None = None  # or: the share of steps to escalate, in [0, 1] (τ from calibration)
+    calibration: str | None = None  # calibration table (JSON) for target_rate; default: the packaged one
+
+    def __post_init__(self) -> None:
+        if self.score not in VERIFY_SCORES:
+            raise PolicyOptionError(
+                f"Unknown verification {{score}} {self.score!r} (known: {', '.join(VERIFY_SCORES)})", "score"
+            )
+        if self.threshold is not None and self.target_rate is not None:
+            raise PolicyOptionError(
+                "Give the verify policy either {threshold} or {target_rate}, not both",
+                "threshold",
+                "target_rate",
+            )
+        if self.threshold is None and self.target_rate is None:
+            raise PolicyOptionError(
+                "The verify policy needs {threshold} τ (escalate when its score > τ) or {target_rate} r",
+                "threshold",
+                "target_rate",
+            )
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise PolicyOptionError(f"{{threshold}} must be finite, got {self.threshold}", "threshold")
+        if self.target_rate is not None:
+            check_unit("target_rate", self.target_rate)
+        if self.calibration is not None and self.target_rate is None:
+            raise PolicyOptionError(
+                "{calibration} applies with {target_rate} only (τ is given)", "calibration", "target_rate"
+            )
+
+
 def option_types(cls: type[Any]) -> dict[str, Any]:
     """Field name → resolved type of an options dataclass."""
     hints = typing.get_type_hints(cls)
@@ -168,11 +212,13 @@ def _required(f: dataclasses.Field[Any]) -> bool:
 
 
 __all__ = [
+    "VERIFY_SCORES",
     "NoOptions",
     "OracleOptions",
     "RSDOptions",
     "RandomOptions",
     "RouterOptions",
+    "VerifyOptions",
     "check_unit",
     "make_options",
     "option_types",

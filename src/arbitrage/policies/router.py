@@ -5,13 +5,21 @@ them, the draft step with its token logprobs), so a step the router accepts cost
 target call; the target writes a step only when ``ŷ > τ``. τ is given directly, or chosen from the
 router's saved τ table (measured on its validation rows) so that about ``target_rate`` of the steps
 go to the target. The engine counts the router's time in each step's ``policy_seconds``.
+
+A router with target-side inputs (its saved config's ``inputs`` is ``target`` or ``both``) also reads
+the target's verification of the draft step: the policy asks for it with ``view.verify_target()``
+(computed once per step by the engine) where the step view offers it, else through an injected
+``verifier`` (the target, :meth:`~arbitrage.backends.base.Verifier.verify_step`). Draft-only routers
+never ask for it.
 """
 
 from __future__ import annotations
 
+from arbitrage.backends.base import StepContext, Verification, Verifier
+from arbitrage.errors import RouterError
 from arbitrage.policies.base import StepView
 from arbitrage.policies.options import RouterOptions, check_unit
-from arbitrage.router.base import Router, RouterExample
+from arbitrage.router.base import Router, RouterExample, VerificationSummary
 from arbitrage.trace import Decision
 
 WARM_UP = RouterExample(question="1 + 1?", steps=(), roles=(), draft_text="1 + 1 = 2", draft_logprobs=(-0.1,),
@@ -24,10 +32,19 @@ class RouterPolicy:
     skip_draft = False
 
     def __init__(
-        self, router: Router, tau: float, *, target_rate: float | None = None, source: str = ""
+        self,
+        router: Router,
+        tau: float,
+        *,
+        target_rate: float | None = None,
+        source: str = "",
+        verifier: Verifier | None = None,
     ) -> None:
         check_unit("tau", tau, " for the router policy (ŷ is in [0, 1])")
         self.router = router
+        # whether the router reads the target's verification of each draft step
+        self.needs_verification = getattr(router, "inputs", "draft") != "draft"
+        self.verifier = verifier  # used only when the step view cannot verify itself
         self.tau = tau
         self.target_rate = target_rate  # the rate τ was chosen for, when it was chosen from the table
         self.source = source  # where the router came from (its folder), for traces
@@ -38,7 +55,12 @@ class RouterPolicy:
         return f"router({self.router.kind},tau={self.tau:.4g}{rate})"
 
     def decide(self, view: StepView) -> Decision:
-        score = self.router.score(view.question, view.history, view.draft)
+        if self.needs_verification:
+            v = VerificationSummary.from_verification(self._verify(view), view.draft.token_logprobs)
+            example = RouterExample.from_step(view.question, view.history, view.draft, v)
+            score = float(self.router.score_batch([example])[0])
+        else:
+            score = self.router.score(view.question, view.history, view.draft)
         escalate = score > self.tau
         return Decision(
             escalate=escalate,
@@ -47,6 +69,18 @@ class RouterPolicy:
             reason=f"ŷ {score:.3f} {'>' if escalate else '≤'} τ {self.tau:.3f}",
             info={"router": self.router.kind, "labels": self.router.scheme.name},
         )
+
+    def _verify(self, view: StepView) -> Verification:
+        """The target's verification of the draft step: the view's, else the injected verifier's."""
+        verify_target = getattr(view, "verify_target", None)
+        if callable(verify_target):
+            result: Verification = verify_target()
+            return result
+        if self.verifier is None:
+            raise RouterError(
+                "This router reads the target's verification of each step, and the target cannot verify steps"
+            )
+        return self.verifier.verify_step(StepContext(view.question, view.steps), view.draft, view.params)
 
 
 def build_router_policy(options: RouterOptions, device: str = "auto") -> RouterPolicy:

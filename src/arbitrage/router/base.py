@@ -9,6 +9,10 @@ steps so far with who wrote each (the *routing history*), and the draft's step w
 logprobs and entropies. :class:`RouterExample` is that input, built the same way from a collected
 :class:`~arbitrage.router.data.StepPair` row (training, evaluation) and from the engine's
 ``StepRecord`` history and ``StepOutput`` (routing), so train and serve can't drift apart.
+
+Routers with *target-side* inputs (``train-router --inputs target|both``) also read the target's
+verification of the draft step (:class:`VerificationSummary`): collected in the row's ``t_*`` columns,
+and at routing time computed by the routing policy (the target teacher-forced on the draft's step).
 """
 
 from __future__ import annotations
@@ -23,9 +27,52 @@ from arbitrage.errors import RouterError
 if TYPE_CHECKING:
     import numpy as np
 
-    from arbitrage.backends.base import StepOutput
+    from arbitrage.backends.base import StepOutput, Verification
     from arbitrage.router.labels import LabelScheme
     from arbitrage.trace import StepRecord
+
+
+@dataclass(frozen=True, slots=True)
+class VerificationSummary:
+    """The target's view of the draft step, as collection stores it and target-side routers read it."""
+
+    tokens: int  # n: verified tokens (the step and its separator, in the target's vocabulary)
+    mean_logprob: float  # mean log π_target (nats) over the verified tokens
+    min_logprob: float  # lowest of them
+    agreement: float  # share of verified tokens that are the target's greedy choice
+    first_divergence: int | None  # first token the target would not write; None: it writes this step
+    end_is_eos: bool  # the target's greedy choice after the step ends the answer
+    gsi: float  # mean_logprob − mean draft logprob (GSI's per-token tilt; mean_logprob without them)
+
+    @classmethod
+    def from_verification(cls, v: Verification, draft_logprobs: Sequence[float]) -> VerificationSummary:
+        """From a backend's :class:`~arbitrage.backends.base.Verification` and the draft's logprobs."""
+        draft_mean = sum(draft_logprobs) / len(draft_logprobs) if draft_logprobs else 0.0
+        return cls(
+            tokens=v.n,
+            mean_logprob=v.mean_logprob,
+            min_logprob=v.min_logprob,
+            agreement=v.agreement,
+            first_divergence=v.first_divergence,
+            end_is_eos=bool(v.end_is_eos),
+            gsi=v.mean_logprob - draft_mean,
+        )
+
+    @classmethod
+    def from_row(cls, row: Mapping[str, Any]) -> VerificationSummary | None:
+        """From a collected row's ``t_*`` columns (None where the row has no verification)."""
+        if row.get("t_tokens") is None or row.get("t_mean_logprob") is None:
+            return None
+        divergence = row.get("t_first_divergence")
+        return cls(
+            tokens=int(row["t_tokens"]),
+            mean_logprob=float(row["t_mean_logprob"]),
+            min_logprob=float(row["t_min_logprob"]),
+            agreement=float(row["t_agreement"]),
+            first_divergence=None if divergence is None else int(divergence),
+            end_is_eos=bool(row.get("t_end_is_eos")),
+            gsi=float(row["gsi"]),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,6 +87,7 @@ class RouterExample:
     draft_entropies: tuple[float, ...] = ()  # [draft tokens] next-token entropy (nats) at each token
     draft_tokens: int = 0  # generated tokens of the draft step
     draft_finish: str = "step"  # "step" | "eos" | "length"
+    verification: VerificationSummary | None = None  # the target's view of the step (target-side inputs)
 
     @property
     def step_index(self) -> int:
@@ -65,11 +113,19 @@ class RouterExample:
             draft_entropies=tuple(row["draft_entropies"] or ()),
             draft_tokens=int(row["draft_tokens"]),
             draft_finish=str(row["draft_finish"]),
+            verification=VerificationSummary.from_row(row),
         )
 
     @classmethod
-    def from_step(cls, question: str, history: Sequence[StepRecord], draft_step: StepOutput) -> RouterExample:
-        """From the engine's view of a decision: accepted step records and the draft's output."""
+    def from_step(
+        cls,
+        question: str,
+        history: Sequence[StepRecord],
+        draft_step: StepOutput,
+        verification: VerificationSummary | None = None,
+    ) -> RouterExample:
+        """From the engine's view of a decision: accepted step records and the draft's output (and, for
+        target-side routers, the target's verification of it)."""
         return cls(
             question=question,
             steps=tuple(s.text for s in history),
@@ -79,6 +135,7 @@ class RouterExample:
             draft_entropies=tuple(draft_step.token_entropies),
             draft_tokens=draft_step.tokens,
             draft_finish=str(draft_step.finish_reason),
+            verification=verification,
         )
 
 

@@ -11,6 +11,12 @@ answer, end of answer, ``max_steps``, ``max_total_tokens``, the repetition guard
 routing time; a step the engine drops (a repeat that trips the guard, an empty final step) is not part
 of any solution and gives no row.
 
+Each row also carries the **target's verification of z_d** (its ``t_*`` columns, when the target is a
+:class:`~arbitrage.backends.base.Verifier`; otherwise null, with one warning per run), and with
+``labels="outcome"`` **grounded labels**: after the recording solve, both candidates of every step are
+continued to an answer and graded against the gold answer (:mod:`arbitrage.router.outcome`), in the
+worker that solved the question.
+
 Questions run through :func:`arbitrage.concurrent.solve_many`, one engine (own models, own KV caches,
 own scorer) per worker. Resumable: a question's rows are written as one Parquet shard (atomically) as
 soon as it is done, and question ids already in the folder are skipped, so a killed run never
@@ -24,20 +30,23 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from arbitrage.backends.base import Generator, StepParams
+from arbitrage.backends.base import Generator, StepParams, Verification, Verifier
 from arbitrage.concurrent import ProblemResult, solve_many
 from arbitrage.engine import Engine, EngineConfig
 from arbitrage.errors import ConfigError
 from arbitrage.prm.base import StepScorer
+from arbitrage.router.base import VerificationSummary
 from arbitrage.router.data import StepPair, read_pairs, write_shard
+from arbitrage.router.outcome import LABEL_SOURCES, OutcomeLabeller, OutcomeOptions, PairOutcome
 from arbitrage.router.recording import (
     PRM_SECONDS,
     S_T_SAMPLES,
     TARGET_SAMPLE_SECONDS,
+    VERIFICATION,
     Follow,
     RecordingOptions,
     RecordingPolicy,
@@ -46,7 +55,15 @@ from arbitrage.trace import SolveTrace
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["CollectConfig", "CollectModels", "CollectStats", "Follow", "collect_question", "run_collection"]
+__all__ = [
+    "CollectConfig",
+    "CollectModels",
+    "CollectStats",
+    "Follow",
+    "OutcomeOptions",
+    "collect_question",
+    "run_collection",
+]
 
 
 class Problem(Protocol):
@@ -58,6 +75,11 @@ class Problem(Protocol):
     def question(self) -> str: ...
     @property
     def dataset(self) -> str: ...  # dataset name, e.g. "gsm8k-train"
+    @property
+    def answer(self) -> str: ...  # the gold final answer (graded against by outcome labels)
+
+
+OUTCOME = "outcome"  # Decision.info key: the step pair's PairOutcome (labels="outcome" only)
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,10 +95,14 @@ class CollectConfig:
     max_total_tokens: int = 2048  # per question: stop once the solution holds this many tokens
     seed: int = 0  # seeds extra target samples and the random follow rule
     prm_name: str = ""  # scorer spec, stored in every row
+    labels: str = "prm"  # "prm": the PRM's Δ only; "outcome": also grounded labels by continuation
+    outcome: OutcomeOptions = field(default_factory=OutcomeOptions)  # continuations (labels="outcome")
 
     def __post_init__(self) -> None:
         if self.max_steps <= 0:
             raise ConfigError(f"--max-steps must be positive, got {self.max_steps}")
+        if self.labels not in LABEL_SOURCES:
+            raise ConfigError(f"--labels must be one of {', '.join(LABEL_SOURCES)}, got {self.labels!r}")
         self.engine_config()
         self.recording_options()
 
@@ -102,10 +128,14 @@ class CollectModels:
     draft: Generator
     target: Generator
     scorer: StepScorer
+    continuation: Generator | None = None  # continues candidates for outcome labels (None: the draft)
 
     def close(self) -> None:
-        """Close all three (each close is idempotent)."""
-        for part in (self.draft, self.target, self.scorer):
+        """Close all of them (each close is idempotent)."""
+        parts: list[Generator | StepScorer] = [self.draft, self.target, self.scorer]
+        if self.continuation is not None:
+            parts.append(self.continuation)
+        for part in parts:
             try:
                 part.close()
             except Exception:  # closing one must not keep the others open
@@ -125,9 +155,92 @@ def collected_ids(folder: Path) -> set[str]:
 
 
 def make_engine(models: CollectModels, config: CollectConfig) -> Engine:
-    """The engine collection runs: the worker's models and a recording policy on its scorer."""
-    policy = RecordingPolicy(models.scorer, config.recording_options())
+    """The engine collection runs: the worker's models and a recording policy on its scorer (verifying
+    each draft step with the target when the target can)."""
+    verifier = models.target if isinstance(models.target, Verifier) else None
+    policy = RecordingPolicy(models.scorer, config.recording_options(), verifier=verifier)
     return Engine(models.draft, models.target, policy, config.engine_config())
+
+
+class CollectingSolver:
+    """A worker's solve: the recording solve, then (``labels="outcome"``) the outcome labels of its steps.
+
+    What :func:`arbitrage.concurrent.solve_many` runs per worker; the labels go into each step's
+    ``decision.info[OUTCOME]`` for :func:`pairs_from_trace`.
+    """
+
+    def __init__(self, models: CollectModels, config: CollectConfig, golds: dict[str, str]) -> None:
+        self.engine = make_engine(models, config)
+        self.draft, self.target = models.draft, models.target
+        self.golds = golds  # question text -> gold answer
+        self.labeller = (
+            OutcomeLabeller(models.continuation or models.draft, config.step, config.outcome)
+            if config.labels == "outcome"
+            else None
+        )
+
+    def solve(self, question: str) -> SolveTrace:
+        trace = self.engine.solve(question)
+        if self.labeller is not None:
+            label_outcomes(trace, self.labeller, self.golds[question])
+        return trace
+
+
+def label_outcomes(trace: SolveTrace, labeller: OutcomeLabeller, gold: str) -> None:
+    """Grade both candidates of every step of a recording solve (into ``decision.info[OUTCOME]``)."""
+    for i, record in enumerate(trace.steps):
+        z_d, z_t = record.draft, record.target
+        if z_d is None or z_t is None:
+            continue
+        prefix = tuple(s.text for s in trace.steps[:i])
+        record.decision.info[OUTCOME] = labeller.pair(
+            trace.question,
+            gold,
+            prefix,
+            (z_d.text, str(z_d.finish_reason)),
+            (z_t.text, str(z_t.finish_reason)),
+        )
+
+
+def verification_columns(
+    verification: Verification | None, draft_logprobs: tuple[float, ...]
+) -> dict[str, Any]:
+    """A row's ``t_*`` / ``verify_*`` / ``gsi`` columns (empty: the columns stay null)."""
+    if verification is None:
+        return {}
+    summary = VerificationSummary.from_verification(verification, draft_logprobs)
+    return {
+        "t_tokens": summary.tokens,
+        "t_logprobs": list(verification.token_logprobs),
+        "t_mean_logprob": summary.mean_logprob,
+        "t_min_logprob": summary.min_logprob,
+        "t_agreement": summary.agreement,
+        "t_first_divergence": summary.first_divergence,
+        "t_end_is_eos": summary.end_is_eos,
+        "verify_seconds": verification.seconds,
+        "verify_prefill_tokens": verification.prefill_tokens,
+        "gsi": summary.gsi,
+    }
+
+
+def outcome_columns(outcome: PairOutcome | None) -> dict[str, Any]:
+    """A row's grounded-label columns (empty: the columns stay null)."""
+    if outcome is None:
+        return {}
+    d, t = outcome.draft, outcome.target
+    same = d is t  # identical candidates: continued once
+    return {
+        "outcome_d": d.score,
+        "outcome_t": t.score,
+        "outcome_advantage": outcome.advantage,
+        "y_outcome": outcome.label,
+        "continuation_model": outcome.model,
+        "continuations": max(d.continuations, t.continuations),
+        "continuation_seconds": d.seconds + (0.0 if same else t.seconds),
+        "continuation_tokens": d.tokens + (0 if same else t.tokens),
+        "answers_d": list(d.answers),
+        "answers_t": list(t.answers),
+    }
 
 
 def pairs_from_trace(
@@ -168,17 +281,24 @@ def pairs_from_trace(
                 draft_model=draft_model,
                 target_model=target_model,
                 prm=prm,
+                **verification_columns(decision.info.get(VERIFICATION), z_d.token_logprobs),
+                **outcome_columns(decision.info.get(OUTCOME)),
             )
         )
     return rows
 
 
 def collect_question(
-    problem: Problem, draft: Generator, target: Generator, scorer: StepScorer, config: CollectConfig
+    problem: Problem,
+    draft: Generator,
+    target: Generator,
+    scorer: StepScorer,
+    config: CollectConfig,
+    continuation: Generator | None = None,
 ) -> list[StepPair]:
-    """All step pairs along one question's solution (one recording solve)."""
-    models = CollectModels(draft, target, scorer)
-    trace = make_engine(models, config).solve(problem.question)
+    """All step pairs along one question's solution (one recording solve, then its outcome labels)."""
+    models = CollectModels(draft, target, scorer, continuation)
+    trace = CollectingSolver(models, config, {problem.question: problem.answer}).solve(problem.question)
     return pairs_from_trace(problem, trace, draft.name, target.name, config.prm_name)
 
 
@@ -217,6 +337,8 @@ def run_collection(
     stats = CollectStats(questions_skipped=len(problems) - len(todo))
     built: list[CollectModels] = []
     lock = threading.Lock()
+    warned: list[str] = []  # targets already warned about (one warning per run)
+    golds = {p.question: p.answer for p in todo}
     start = time.perf_counter()
     from tqdm import tqdm
 
@@ -224,11 +346,16 @@ def run_collection(
         total=len(problems), initial=stats.questions_skipped, unit="question", disable=not show_progress
     )
 
-    def engine() -> Engine:  # one per worker thread (solve_many calls it on first use)
+    def engine() -> CollectingSolver:  # one per worker thread (solve_many calls it on first use)
         models = make_models()
         with lock:
             built.append(models)
-        return make_engine(models, config)
+            if not isinstance(models.target, Verifier) and not warned:
+                warned.append(models.target.name)
+                logger.warning(
+                    "the target %s cannot verify steps: the t_* columns stay empty", models.target.name
+                )
+        return CollectingSolver(models, config, golds)
 
     def write(result: ProblemResult) -> None:  # on this (main) thread, as each question ends
         problem = todo[result.index]

@@ -4,6 +4,15 @@ One row per (question, step index): from the same prefix the draft wrote ``z_d``
 ``z_t`` (``k`` target samples optional), the PRM scored both, and ``Δ = s_t − s_d`` (``s_t`` is the
 mean over target samples) gives the oracle label ``y = 1[Δ > 0]``. Rows live in Parquet shards
 (``part-00000.parquet``, ...) in one folder, appended and never rewritten.
+
+Optional columns (null where they were not computed, and in shards written before they existed, which
+load unchanged):
+
+- the **target's verification of z_d** (``t_*``, ``verify_*``, ``gsi``): the target teacher-forced on
+  the draft's step (:class:`arbitrage.backends.base.Verification`), when the target is a verifier;
+- **grounded (outcome) labels** (``outcome_*``, ``y_outcome``, ``continuation_*``, ``answers_*``): both
+  candidates continued to an answer and graded against the gold answer (``collect --labels outcome``,
+  :mod:`arbitrage.router.outcome`).
 """
 
 from __future__ import annotations
@@ -43,6 +52,28 @@ class StepPair:
     draft_model: str
     target_model: str
     prm: str  # scorer spec
+    # -- the target's verification of z_d (None: the target is not a verifier, or an old shard) --
+    t_tokens: int | None = None  # n: verified tokens of z_d in the target's vocabulary (step + separator)
+    t_logprobs: list[float] | None = None  # [n] the target's log p (nats) of each verified token
+    t_mean_logprob: float | None = None  # mean of t_logprobs
+    t_min_logprob: float | None = None  # min of t_logprobs
+    t_agreement: float | None = None  # share of verified tokens that are the target's greedy choice
+    t_first_divergence: int | None = None  # first token the target would not write; None: it writes z_d
+    t_end_is_eos: bool | None = None  # the target's greedy choice after z_d ends the answer
+    verify_seconds: float | None = None  # wall seconds of the verification call
+    verify_prefill_tokens: int | None = None  # tokens the verification evaluated (context + step)
+    gsi: float | None = None  # t_mean_logprob − mean(draft_logprobs) (GSI's tilt, per token)
+    # -- grounded labels (None: collected with --labels prm, or an old shard) --
+    outcome_d: float | None = None  # share of continuations from prefix + z_d whose answer is right
+    outcome_t: float | None = None  # same from prefix + z_t
+    outcome_advantage: float | None = None  # outcome_t − outcome_d (exactly 0 when z_d == z_t)
+    y_outcome: int | None = None  # 1[outcome_advantage > 0]
+    continuation_model: str | None = None  # the model that continued both candidates to an answer
+    continuations: int | None = None  # k continuations per candidate (0: the step already ends it)
+    continuation_seconds: float | None = None  # Σ wall seconds of the continuations of both candidates
+    continuation_tokens: int | None = None  # Σ generated tokens of those continuations
+    answers_d: list[str | None] | None = None  # [k] final answer of each continuation from z_d
+    answers_t: list[str | None] | None = None  # [k] same from z_t
 
 
 SCHEMA = pa.schema(
@@ -70,6 +101,26 @@ SCHEMA = pa.schema(
         ("draft_model", pa.string()),
         ("target_model", pa.string()),
         ("prm", pa.string()),
+        ("t_tokens", pa.int32()),
+        ("t_logprobs", pa.list_(pa.float32())),
+        ("t_mean_logprob", pa.float64()),
+        ("t_min_logprob", pa.float64()),
+        ("t_agreement", pa.float64()),
+        ("t_first_divergence", pa.int32()),
+        ("t_end_is_eos", pa.bool_()),
+        ("verify_seconds", pa.float64()),
+        ("verify_prefill_tokens", pa.int32()),
+        ("gsi", pa.float64()),
+        ("outcome_d", pa.float64()),
+        ("outcome_t", pa.float64()),
+        ("outcome_advantage", pa.float64()),
+        ("y_outcome", pa.int8()),
+        ("continuation_model", pa.string()),
+        ("continuations", pa.int32()),
+        ("continuation_seconds", pa.float64()),
+        ("continuation_tokens", pa.int64()),
+        ("answers_d", pa.list_(pa.string())),
+        ("answers_t", pa.list_(pa.string())),
     ]
 )
 assert [f.name for f in fields(StepPair)] == SCHEMA.names
@@ -89,7 +140,7 @@ def write_shard(rows: list[StepPair], folder: Path) -> Path:
 
 
 def read_pairs(folder: Path) -> list[dict[str, Any]]:
-    """All rows of a collection folder (or a single Parquet file), as dicts."""
+    """All rows of a collection folder (or a single Parquet file), as dicts (columns a shard lacks: None)."""
     files = [folder] if folder.is_file() else sorted(folder.glob("part-*.parquet"))
     rows: list[dict[str, Any]] = []
     for f in files:

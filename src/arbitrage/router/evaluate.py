@@ -8,6 +8,12 @@
   one option of the base options (defaults: annotated, binary, downsampled), so the base variant is a
   row of every table.
 
+- :func:`compare_inputs`: draft-only, target-side and combined ``features`` routers side by side, and
+  the raw verification scores alone as untrained baselines (−GSI, −target mean logprob, −agreement:
+  lower means the target likes the draft's step less, so escalate), each against the PRM's Δ and
+  against the outcome advantage where the rows have it, over the same k folds (rows with the target's
+  verification only, so every scorer sees the same rows).
+
 Cross-validation (k question-grouped folds, default 5): question ids are dealt into k folds (sklearn
 ``GroupKFold`` with a seeded shuffle), so all steps of a question sit in one fold; for each fold a router
 is trained on the other k−1 folds and scored on it. Each metric is reported as the mean over the folds
@@ -26,16 +32,19 @@ from typing import Any
 import numpy as np
 
 from arbitrage.errors import RouterError
-from arbitrage.router.labels import CLASS_COUNTS
+from arbitrage.router.base import VerificationSummary
+from arbitrage.router.labels import CLASS_COUNTS, LABEL_SOURCES
 from arbitrage.router.metrics import FoldMetrics, FoldStat, RouterMetrics, router_metrics
 from arbitrage.router.store import LoadedRouter, fingerprint
 from arbitrage.router.train import (
     RouterData,
     TrainedRouter,
     TrainOptions,
+    advantage,
     fit_router,
     labelled,
     prepare,
+    usable_rows,
     variant,
 )
 
@@ -80,8 +89,11 @@ def cross_validate(
     progress: bool = False,
 ) -> tuple[FoldMetrics, list[TrainedRouter]]:
     """Train ``options`` on k−1 folds and score the held-out fold, for each of ``folds`` folds."""
-    base = prepare(rows, options.val_fraction, options.seed)  # validates the rows; its info is reused
-    everything = labelled(rows)
+    # validates the rows; its info is reused
+    base = prepare(rows, options.val_fraction, options.seed, label_source=options.label_source,
+                   inputs=options.inputs)  # fmt: skip
+    rows, _ = usable_rows(rows, options.label_source, options.inputs)
+    everything = labelled(rows, options.label_source)
     per_fold, trained = [], []
     scores, held_rows = [], []
     for k, held in enumerate(question_folds(everything.question_ids, folds, options.seed), start=1):
@@ -116,6 +128,8 @@ def options_of(loaded: LoadedRouter, fallback: TrainOptions) -> TrainOptions:
         downsample=bool(config.get("downsample", fallback.downsample)),
         seed=int(config.get("split", {}).get("seed", fallback.seed)),
         estimator=str(kind_config.get("estimator", fallback.estimator)),
+        label_source=str(config.get("label_source", "prm")),
+        inputs=str(config.get("inputs", "draft")),
     )
 
 
@@ -135,7 +149,9 @@ def evaluate_saved(
             f"Every question in these {len(rows)} rows was used to train {loaded.path}; evaluate on rows of "
             "other questions (its validation split or a new collection)"
         )
-    data = labelled(held)
+    source, inputs = str(loaded.config.get("label_source", "prm")), str(loaded.config.get("inputs", "draft"))
+    held, _ = usable_rows(held, source, inputs)
+    data = labelled(held, source)
     scores = loaded.router.score_batch(data.examples)
     metrics = router_metrics(scores, data.deltas, data.question_ids)
     details = {
@@ -198,7 +214,8 @@ def run_ablation(
 ) -> AblationResult:
     """Train every variant of :data:`ABLATIONS` over ``folds`` question-grouped folds of ``rows`` (the
     same folds for every variant) and score each on its held-out folds; ``folds=1``: one split."""
-    data: RouterData = prepare(rows, base.val_fraction, base.seed)
+    data: RouterData = prepare(rows, base.val_fraction, base.seed, label_source=base.label_source,
+                               inputs=base.inputs)  # fmt: skip
     done: dict[TrainOptions, EvalRow] = {}
     tables: dict[str, list[EvalRow]] = {}
     for title, variants in ABLATIONS.items():
@@ -237,6 +254,118 @@ def _variant_row(
         "inference": fits[0].config["inference"],
     }
     return EvalRow(options.label, cv.pooled, details, cv)
+
+
+# untrained baselines: one verification number as the escalation score (higher = escalate sooner)
+BASELINES: dict[str, Callable[[VerificationSummary], float]] = {
+    "−GSI (target − draft mean logprob)": lambda v: -v.gsi,
+    "−target mean logprob": lambda v: -v.mean_logprob,
+    "−target agreement": lambda v: -v.agreement,
+}
+INPUT_VARIANTS = (
+    ("draft", "router: draft-only features"),
+    ("target", "router: target-side features"),
+    ("both", "router: draft + target features"),
+)
+LABEL_NAMES = {"prm": "PRM Δ", "outcome": "outcome advantage"}
+
+
+@dataclass(frozen=True, slots=True)
+class InputsComparison:
+    """Routers by inputs and the raw verification baselines, per label source (:func:`compare_inputs`)."""
+
+    base: TrainOptions
+    data: dict[str, Any]  # rows used, rows dropped, folds
+    tables: dict[str, list[EvalRow]]  # label source ("prm" / "outcome") -> one row per scorer
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "base_options": self.base.label,
+            "data": self.data,
+            "tables": {s: [r.to_dict() for r in rows] for s, rows in self.tables.items()},
+        }
+
+
+def baseline_row(name: str, rows: Sequence[Mapping[str, Any]], source: str, folds: int, seed: int) -> EvalRow:
+    """One raw verification score (no training) over the same question folds as the routers."""
+    data = labelled(rows, source)
+    score = BASELINES[name]
+    scores = np.asarray(
+        [score(e.verification) if e.verification is not None else np.nan for e in data.examples]
+    )
+    ids = data.question_ids
+    per_fold = tuple(
+        router_metrics(scores[h], data.deltas[h], [ids[i] for i in h])
+        for h in question_folds(ids, folds, seed)
+    )
+    pooled = router_metrics(scores, data.deltas, ids)
+    return EvalRow(
+        name, pooled, {"baseline": True, "label_source": source}, FoldMetrics(folds, seed, per_fold, pooled)
+    )
+
+
+def compare_inputs(
+    rows: Sequence[Mapping[str, Any]],
+    base: TrainOptions,
+    folds: int = DEFAULT_FOLDS,
+    progress: bool = False,
+    on_variant: Callable[[str], None] | None = None,
+) -> InputsComparison:
+    """Features routers on draft / target / both inputs and the verification baselines, per label source.
+
+    Only rows with the target's verification take part (all scorers on the same rows); each label source
+    uses the rows that have its advantage. A router is trained on the label source it is scored against.
+    """
+    verified = [r for r in rows if r.get("t_tokens") is not None]
+    if not verified:
+        raise RouterError(
+            f"None of the {len(rows)} rows has the target's verification (t_* columns): collect with a "
+            "target that can verify steps"
+        )
+    tables: dict[str, list[EvalRow]] = {}
+    used: dict[str, int] = {}
+    for source in LABEL_SOURCES:
+        subset = [r for r in verified if advantage(r, source) is not None]
+        if not subset:
+            continue
+        used[source] = len(subset)
+        table = []
+        for inputs, name in INPUT_VARIANTS:
+            options = variant(base, kind="features", inputs=inputs, label_source=source)
+            if on_variant is not None:
+                on_variant(f"{options.label} vs {LABEL_NAMES[source]}")
+            cv, _ = cross_validate(subset, options, folds, progress)
+            table.append(EvalRow(name, cv.pooled, {"options": options.label, "label_source": source}, cv))
+        table.extend(baseline_row(name, subset, source, folds, base.seed) for name in BASELINES)
+        tables[source] = table
+    info = {"rows": len(rows), "verified_rows": len(verified), "rows_per_label_source": used, "folds": folds,
+            "questions": len({r["question_id"] for r in verified})}  # fmt: skip
+    return InputsComparison(base, info, tables)
+
+
+def comparison_markdown(result: InputsComparison) -> str:
+    """One table: a line per scorer, ρ and ROC-AUC (fold means, 95% intervals) per label source."""
+    sources = list(result.tables)
+    names = [r.name for r in next(iter(result.tables.values()))] if sources else []
+    head = "| scorer | " + " | ".join(f"ρ vs {LABEL_NAMES[s]} | ROC-AUC vs {LABEL_NAMES[s]}" for s in sources)
+    lines = [head + " |", "| --- |" + " ---: | ---: |" * len(sources)]
+    for name in names:
+        cells = []
+        for s in sources:
+            row = next(r for r in result.tables[s] if r.name == name)
+            assert row.folds is not None
+            cells += [_fold_cell(row.folds.stat("spearman")), _fold_cell(row.folds.stat("roc_auc"))]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    d = result.data
+    counts = ", ".join(f"{LABEL_NAMES[s]}: {n} rows" for s, n in d["rows_per_label_source"].items())
+    intro = (
+        f"Step pairs with the target's verification: {d['verified_rows']} of {d['rows']} rows, "
+        f"{d['questions']} questions ({counts}); {d['folds']} question-grouped folds, "
+        f"seed {result.base.seed}. "
+        "Routers: the features router trained on the label it is scored against; baselines: one "
+        "verification number as the escalation score, no training."
+    )
+    return f"{intro}\n\n" + "\n".join(lines) + f"\n\n{FOLD_NOTE}\n"
 
 
 def _fmt(x: float | None, digits: int = 3) -> str:

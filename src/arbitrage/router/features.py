@@ -14,6 +14,16 @@ Features of one decision (all computed from a :class:`RouterExample`, nothing ge
   and found wrong (by the arithmetic verifier, :mod:`arbitrage.prm.arithmetic`), ``\\boxed``,
   conclusion words ("therefore", "so"...), hedges ("wait", "mistake"...), LaTeX, "Step N" openings, the
   share of its numbers not seen in the question or earlier steps, word overlap with the previous step.
+- **target side** (only with ``inputs`` ``target`` or ``both``): the target's verification of the draft
+  step: its mean and minimum token logprob, the GSI tilt (target mean logprob − draft mean logprob),
+  the share of tokens that are the target's greedy choice, whether and where (relative to the step's
+  length) the target's own step would diverge, whether it would end the answer there, the verified
+  token count, and whether a verification was available at all.
+
+Inputs (``inputs``, saved with the router): ``draft`` (the default, the paper's router: only what the
+draft produced, no target call at routing time), ``target`` (the target-side features, plus the
+routing history when annotated) and ``both`` (all). Routers with target-side inputs make the routing
+policy verify every draft step with the target; that verification is part of the routing latency.
 
 Estimators (``estimator``): ``logistic`` (default: standardised features, multinomial logistic
 regression; inference is a dot product in numpy, weights saved as plain arrays) and ``gbt``
@@ -83,12 +93,35 @@ TEXT_FEATURES = (
     "new_number_share",
     "prev_overlap",
 )
-ALL_FEATURES = LOGPROB_FEATURES + ENTROPY_FEATURES + LENGTH_FEATURES + HISTORY_FEATURES + TEXT_FEATURES
+DRAFT_FEATURES = LOGPROB_FEATURES + ENTROPY_FEATURES + LENGTH_FEATURES + HISTORY_FEATURES + TEXT_FEATURES
+TARGET_FEATURES = (
+    "t_mean_logprob",
+    "t_min_logprob",
+    "t_gsi",
+    "t_agreement",
+    "t_diverges",
+    "t_divergence_pos",
+    "t_end_is_eos",
+    "t_log_tokens",
+    "t_verified",
+)
+ALL_FEATURES = DRAFT_FEATURES + TARGET_FEATURES
+INPUTS = ("draft", "target", "both")  # which side's features a router reads (train-router --inputs)
 
 
-def feature_names(annotate: bool) -> tuple[str, ...]:
-    """The features a router uses: history features only with history annotation."""
-    return ALL_FEATURES if annotate else tuple(f for f in ALL_FEATURES if f not in HISTORY_FEATURES)
+def feature_names(annotate: bool, inputs: str = "draft") -> tuple[str, ...]:
+    """The features a router uses: by ``inputs``; history features only with history annotation."""
+    if inputs not in INPUTS:
+        raise RouterError(f"--inputs must be one of {', '.join(INPUTS)}, got {inputs!r}")
+    names = {"draft": DRAFT_FEATURES, "target": HISTORY_FEATURES + TARGET_FEATURES, "both": ALL_FEATURES}
+    return tuple(f for f in names[inputs] if annotate or f not in HISTORY_FEATURES)
+
+
+def inputs_of(names: Sequence[str]) -> str:
+    """Which inputs a feature list reads (``draft``, ``target`` or ``both``)."""
+    target = any(n in TARGET_FEATURES for n in names)
+    draft = any(n in DRAFT_FEATURES and n not in HISTORY_FEATURES for n in names)
+    return "both" if target and draft else "target" if target else "draft"
 
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
@@ -207,6 +240,22 @@ def extract_features(example: RouterExample) -> dict[str, float]:
         new_number_share=new_share,
         prev_overlap=overlap,
     )
+    # 6. the target's verification of the step (zeros and t_verified = 0 when there is none)
+    v = example.verification
+    if v is None:
+        f.update(dict.fromkeys(TARGET_FEATURES, 0.0))
+    else:
+        f.update(
+            t_mean_logprob=v.mean_logprob,
+            t_min_logprob=v.min_logprob,
+            t_gsi=v.gsi,
+            t_agreement=v.agreement,
+            t_diverges=float(v.first_divergence is not None),
+            t_divergence_pos=1.0 if v.first_divergence is None else v.first_divergence / max(1, v.tokens),
+            t_end_is_eos=float(v.end_is_eos),
+            t_log_tokens=math.log1p(v.tokens),
+            t_verified=1.0,
+        )
     return f
 
 
@@ -359,6 +408,7 @@ class FeaturesRouter:
             raise RouterError(f"The router uses unknown features {unknown} (saved by a newer arbitrage?)")
         self.model, self.scheme, self.names = model, scheme, tuple(names)
         self.annotate, self.estimator = annotate, estimator
+        self.inputs = inputs_of(self.names)  # "draft" | "target" | "both": target ones need a verification
 
     @classmethod
     def fit(
@@ -370,11 +420,12 @@ class FeaturesRouter:
         annotate: bool = True,
         estimator: str = "logistic",
         seed: int = 0,
+        inputs: str = "draft",
     ) -> FeaturesRouter:
         """Train on examples with class labels from ``scheme``."""
         if estimator not in ESTIMATORS:
             raise RouterError(f"Unknown --estimator {estimator!r} (known: {', '.join(ESTIMATORS)})")
-        names = feature_names(annotate)
+        names = feature_names(annotate, inputs)
         x = feature_matrix(examples, names)
         model = ESTIMATORS[estimator].fit(x, np.asarray(labels), scheme.num_classes, seed)
         return cls(model, scheme, names, annotate, estimator)
@@ -390,7 +441,7 @@ class FeaturesRouter:
 
     def config(self) -> dict[str, Any]:
         """What the router's config records about this kind."""
-        return {"estimator": self.estimator, "features": list(self.names)}
+        return {"estimator": self.estimator, "features": list(self.names), "inputs": self.inputs}
 
     def save_weights(self, folder: Path) -> None:
         self.model.save(folder)

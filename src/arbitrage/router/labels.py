@@ -33,6 +33,7 @@ import numpy as np
 from arbitrage.errors import RouterError
 
 CLASS_COUNTS = (2, 4, 10)
+LABEL_SOURCES = ("prm", "outcome")  # the advantage labels come from: PRM Δ, or the grounded outcome one
 SCORE_MAPPINGS = ("p_positive", "expected")
 
 

@@ -3,6 +3,8 @@
 :class:`RecordingPolicy` is what ``arbitrage collect`` runs inside the :class:`~arbitrage.engine.Engine`
 (a collection tool, not a policy users route with). For every step it
 
+0. when the target is a verifier (:class:`~arbitrage.backends.base.Verifier`), has it verify the draft's
+   step (teacher forcing, :meth:`_verify`): the target's view of ``z_d`` for the row's ``t_*`` columns;
 1. asks for both candidates from the same prefix: the draft's step ``z_d`` (``view.draft``) and the
    target's greedy step ``z_t`` (``view.target_step()``), plus ``k − 1`` extra target samples
    (``view.sample_target``) at ``temperature``, seeded by :func:`arbitrage.seeds.sample_seed` (the
@@ -14,7 +16,8 @@
    Arbitrage Oracle decides), ``draft``, ``target`` or ``random`` (a fair coin per (seed, question, step));
 4. records in its :class:`~arbitrage.trace.Decision` what a :class:`~arbitrage.router.data.StepPair` row
    needs beyond the engine's own record: ``draft_reward`` (``s_d``), ``target_reward`` (``s_t``) and, in
-   ``info``, the reward of every target sample and the seconds the samples and the PRM took.
+   ``info``, the reward of every target sample, the seconds the samples and the PRM took, and the
+   target's verification of ``z_d`` (:data:`VERIFICATION`, None without a verifier).
 
 The engine then keeps the followed step and applies its own stopping rules, exactly as at routing time.
 """
@@ -27,7 +30,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Literal, get_args
 
-from arbitrage.backends.base import StepOutput
+from arbitrage.backends.base import StepContext, StepOutput, Verification, Verifier
 from arbitrage.errors import ConfigError
 from arbitrage.policies.base import StepView
 from arbitrage.prm.base import StepScorer
@@ -40,6 +43,7 @@ Follow = Literal["oracle", "draft", "target", "random"]
 S_T_SAMPLES = "s_t_samples"  # [k] PRM reward of each target sample, the greedy one first
 TARGET_SAMPLE_SECONDS = "target_sample_seconds"  # Σ wall seconds of the k target step calls
 PRM_SECONDS = "prm_seconds"  # Σ wall seconds of the PRM calls of this decision
+VERIFICATION = "verification"  # the target's Verification of z_d (None: the target is no verifier)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +72,12 @@ class RecordingPolicy:
 
     skip_draft = False  # both candidates of every step are needed
 
-    def __init__(self, scorer: StepScorer, options: RecordingOptions | None = None) -> None:
+    def __init__(
+        self, scorer: StepScorer, options: RecordingOptions | None = None, verifier: Verifier | None = None
+    ) -> None:
         self.scorer = scorer
         self.options = options or RecordingOptions()
+        self.verifier = verifier  # the engine's target when it can verify (None: no t_* columns)
 
     @property
     def name(self) -> str:
@@ -82,6 +89,8 @@ class RecordingPolicy:
     def decide(self, view: StepView) -> Decision:
         o = self.options
         step = len(view.steps)
+        # 0. the target's view of the draft step (before it writes its own: z_d stays in its cache)
+        verification = self._verify(view)
         # 1. both candidates from the same prefix (the target's extra samples seeded per sample)
         candidates = [view.draft, view.target_step()]
         for i in range(1, o.target_samples):
@@ -106,6 +115,7 @@ class RecordingPolicy:
         # 4. what the row needs beyond the engine's record
         info[S_T_SAMPLES] = target_rewards
         info[TARGET_SAMPLE_SECONDS] = sum(c.seconds for c in candidates[1:])
+        info[VERIFICATION] = verification
         return Decision(
             escalate=escalate,
             score=advantage,
@@ -116,6 +126,21 @@ class RecordingPolicy:
             info=info,
             replayed_seconds=info.get("prm_replayed_seconds", 0.0),
         )
+
+    def _verify(self, view: StepView) -> Verification | None:
+        """The target's verification of the draft step (None when the target cannot verify).
+
+        The one place that asks for it: the step view's ``verify_target()`` (computed once per step) where
+        the engine offers it, else the target's ``verify_step`` directly.
+        """
+        if self.verifier is None:
+            return None
+        verify_target = getattr(view, "verify_target", None)
+        if callable(verify_target):
+            result: Verification | None = verify_target()
+            return result
+        context = StepContext(question=view.question, steps=view.steps)
+        return self.verifier.verify_step(context, view.draft, view.params)
 
     def _reward(
         self, view: StepView, step: StepOutput, scored: dict[str, float], info: dict[str, Any]

@@ -4,7 +4,12 @@
    is never validated on a question it has seen steps of. The held-out questions are the
    ``val_fraction`` of question ids that rank first by ``sha256(seed:question_id)``: seeded and
    independent of row order.
-2. **Labels** from Δ by the label scheme (binary, 4 or 10 classes), its edges fitted on training rows.
+2. **Labels** from the advantage by the label scheme (binary, 4 or 10 classes), its edges fitted on
+   training rows. The advantage is the PRM's Δ (``label_source="prm"``, the default: y = 1[Δ > 0]) or
+   the grounded outcome advantage (``"outcome"``: y = 1[outcome_t − outcome_d > 0], from
+   ``collect --labels outcome``; rows without it are dropped, with a count in the config).
+   Routers with target-side ``inputs`` (``target`` / ``both``) drop rows without the target's
+   verification the same way.
 3. **Downsampling** (on by default): the larger side of the binary oracle label (usually the "accept",
    Δ ≤ 0, side) is randomly cut, seeded, to the size of the smaller, so the router sees as many
    escalate as accept examples; with multi-class labels the balance is between the two sides, and the
@@ -31,7 +36,8 @@ import numpy as np
 
 from arbitrage.errors import RouterError
 from arbitrage.router.base import Router, RouterExample, SavableRouter
-from arbitrage.router.labels import CLASS_COUNTS, SCORE_MAPPINGS, LabelScheme, fit_scheme
+from arbitrage.router.features import INPUTS
+from arbitrage.router.labels import CLASS_COUNTS, LABEL_SOURCES, SCORE_MAPPINGS, LabelScheme, fit_scheme
 from arbitrage.router.lm import LMOptions
 from arbitrage.router.metrics import RouterMetrics, TauRow, router_metrics, tau_table
 from arbitrage.router.store import fingerprint
@@ -54,8 +60,18 @@ class TrainOptions:
     seed: int = 0  # split, downsampling and model initialisation
     estimator: str = "logistic"  # features router: "logistic" or "gbt"
     lm: LMOptions = field(default_factory=LMOptions)  # lm router: backbone and fine-tuning
+    label_source: str = "prm"  # advantage trained on: "prm" (Δ) or "outcome" (outcome_advantage)
+    inputs: str = "draft"  # features router: "draft" (the paper's), "target" or "both"
 
     def __post_init__(self) -> None:
+        if self.label_source not in LABEL_SOURCES:
+            raise RouterError(f"--label must be one of {', '.join(LABEL_SOURCES)}, got {self.label_source!r}")
+        if self.inputs not in INPUTS:
+            raise RouterError(f"--inputs must be one of {', '.join(INPUTS)}, got {self.inputs!r}")
+        if self.kind != "features" and self.inputs != "draft":
+            raise RouterError(
+                f"--inputs {self.inputs} needs --kind features (the lm router reads the draft side)"
+            )
         if self.kind not in KIND_NAMES:
             raise RouterError(f"Unknown router --kind {self.kind!r} (known: {', '.join(KIND_NAMES)})")
         if self.classes not in CLASS_COUNTS:
@@ -71,10 +87,13 @@ class TrainOptions:
     def label(self) -> str:
         """Short description of the variant, e.g. ``features binary annotated downsampled``."""
         classes = "binary" if self.classes == 2 else f"{self.classes}-class"
+        extra = (f" {self.inputs} inputs" if self.inputs != "draft" else "") + (
+            f" {self.label_source} labels" if self.label_source != "prm" else ""
+        )
         return (
             f"{self.kind} {classes}{'' if self.score == 'p_positive' else '/' + self.score} "
             f"{'annotated' if self.annotate else 'unannotated'} "
-            f"{'downsampled' if self.downsample else 'all rows'}"
+            f"{'downsampled' if self.downsample else 'all rows'}{extra}"
         )
 
 
@@ -83,7 +102,7 @@ class LabelledRows:
     """Rows of one split as router inputs with their advantages."""
 
     examples: list[RouterExample]
-    deltas: np.ndarray  # [rows] Δ = s_t − s_d
+    deltas: np.ndarray  # [rows] the advantage trained on: Δ = s_t − s_d, or the outcome advantage
     question_ids: list[str]  # [rows]
 
     def __len__(self) -> int:
@@ -144,21 +163,64 @@ def split_questions(question_ids: Sequence[str], val_fraction: float, seed: int)
     return set(ranked[n_val:]), set(ranked[:n_val])
 
 
-def labelled(rows: Sequence[Mapping[str, Any]]) -> LabelledRows:
+ADVANTAGE_COLUMNS = {"prm": "delta", "outcome": "outcome_advantage"}  # label source -> its column
+
+
+def advantage(row: Mapping[str, Any], label_source: str = "prm") -> float | None:
+    """The row's advantage for a label source (None where the row has none)."""
+    value = row.get(ADVANTAGE_COLUMNS[label_source])
+    return None if value is None else float(value)
+
+
+def usable_rows(
+    rows: Sequence[Mapping[str, Any]], label_source: str = "prm", inputs: str = "draft"
+) -> tuple[list[Mapping[str, Any]], dict[str, int]]:
+    """The rows a router can train on: with the label source's advantage and, for target-side inputs,
+    the target's verification; and how many were dropped for lacking either."""
+    kept, dropped = [], {"without_label": 0, "without_verification": 0}
+    for row in rows:
+        if advantage(row, label_source) is None:
+            dropped["without_label"] += 1
+        elif inputs != "draft" and row.get("t_tokens") is None:
+            dropped["without_verification"] += 1
+        else:
+            kept.append(row)
+    if not kept and rows:
+        need = f"{ADVANTAGE_COLUMNS[label_source]}" + (" and the t_* columns" if inputs != "draft" else "")
+        raise RouterError(
+            f"None of the {len(rows)} rows has {need} (collect with --labels outcome / a verifying target)"
+        )
+    for reason, count in dropped.items():
+        if count:
+            logger.warning("dropped %d of %d rows %s", count, len(rows), reason.replace("_", " "))
+    return kept, dropped
+
+
+def labelled(rows: Sequence[Mapping[str, Any]], label_source: str = "prm") -> LabelledRows:
     return LabelledRows(
         [RouterExample.from_pair(r) for r in rows],
-        np.asarray([float(r["delta"]) for r in rows], dtype=float),
+        np.asarray([advantage(r, label_source) for r in rows], dtype=float),
         [str(r["question_id"]) for r in rows],
     )
 
 
-def prepare(rows: Sequence[Mapping[str, Any]], val_fraction: float = 0.2, seed: int = 0) -> RouterData:
-    """Split rows by question id and turn them into router inputs."""
+def prepare(
+    rows: Sequence[Mapping[str, Any]],
+    val_fraction: float = 0.2,
+    seed: int = 0,
+    *,
+    label_source: str = "prm",
+    inputs: str = "draft",
+) -> RouterData:
+    """Drop rows without the label (or the verification the inputs need), split by question id and turn
+    them into router inputs."""
     if not rows:
         raise RouterError("No step pairs to train on")
-    bad = [r for r in rows if not np.isfinite(float(r["delta"]))]
+    rows, dropped = usable_rows(rows, label_source, inputs)
+    column = ADVANTAGE_COLUMNS[label_source]
+    bad = [r for r in rows if not np.isfinite(float(r[column]))]
     if bad:
-        raise RouterError(f"{len(bad)} rows have a non-finite advantage Δ (first: {bad[0]['question_id']!r})")
+        raise RouterError(f"{len(bad)} rows have a non-finite {column} (first: {bad[0]['question_id']!r})")
     train_q, _ = split_questions([str(r["question_id"]) for r in rows], val_fraction, seed)
     train = [r for r in rows if str(r["question_id"]) in train_q]
     val = [r for r in rows if str(r["question_id"]) not in train_q]
@@ -167,12 +229,21 @@ def prepare(rows: Sequence[Mapping[str, Any]], val_fraction: float = 0.2, seed: 
         "train_rows": len(train),
         "val_rows": len(val),
         "questions": len({r["question_id"] for r in rows}),
-        "positive_rate": float(np.mean([float(r["delta"]) > 0 for r in rows])),
+        "positive_rate": float(np.mean([float(r[column]) > 0 for r in rows])),
+        "label_source": label_source,
+        "rows_dropped": dropped,
         "draft_models": sorted({str(r["draft_model"]) for r in rows}),
         "target_models": sorted({str(r["target_model"]) for r in rows}),
         "prms": sorted({str(r["prm"]) for r in rows}),
     }
-    return RouterData(labelled(train), labelled(val), fingerprint(rows), val_fraction, seed, info)
+    return RouterData(
+        labelled(train, label_source),
+        labelled(val, label_source),
+        fingerprint(rows),
+        val_fraction,
+        seed,
+        info,
+    )
 
 
 def downsample(positive: np.ndarray, seed: int) -> np.ndarray:
@@ -212,6 +283,7 @@ def _fit(
             annotate=options.annotate,
             estimator=options.estimator,
             seed=options.seed,
+            inputs=options.inputs,
         )
     from arbitrage.router.lm import LMRouter
 
@@ -274,6 +346,8 @@ def fit_router(data: RouterData, options: TrainOptions, progress: bool = False) 
         "kind": options.kind,
         "annotate": options.annotate,
         "downsample": options.downsample,
+        "label_source": options.label_source,  # the advantage the labels came from: prm Δ or outcome
+        "inputs": options.inputs,  # draft | target | both: target-side inputs need a verification
         "labels": scheme.to_dict(),
         "kind_config": router.config(),
         "split": {"by": "question_id", "val_fraction": data.val_fraction, "seed": data.seed},
@@ -296,7 +370,9 @@ def train_router(
     rows: Sequence[Mapping[str, Any]], options: TrainOptions, source: str = "", progress: bool = False
 ) -> TrainedRouter:
     """Split, train and validate (the whole of ``arbitrage train-router`` before saving)."""
-    data = prepare(rows, options.val_fraction, options.seed)
+    data = prepare(
+        rows, options.val_fraction, options.seed, label_source=options.label_source, inputs=options.inputs
+    )
     trained = fit_router(data, options, progress)
     trained.config["data"]["source"] = source
     return trained

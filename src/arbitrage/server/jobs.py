@@ -310,7 +310,8 @@ def build_job(
             max_step_tokens=min(per_step, total),
             temperature=temperature,
             top_p=1.0 if request.top_p is None else request.top_p,
-            seed=seed if temperature > 0 else None,
+            # any integer a client sends (OpenAI's are int64), folded into what the samplers take, [0, 2**64)
+            seed=seed % 2**64 if temperature > 0 else None,
         ),
         max_steps=_limited(
             options.max_steps, settings.max_steps, settings.max_steps_limit, "arbitrage.max_steps"

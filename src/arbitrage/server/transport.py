@@ -67,7 +67,9 @@ async def read_body(request: Request, model: type[M], limit: int) -> M:
         raise bad_request("The request body is empty: send a JSON object", code="invalid_json")
     try:
         data = json.loads(body)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    except RecursionError:  # nesting deeper than the interpreter's recursion limit
+        raise bad_request("The request body is nested too deeply", code="invalid_json") from None
+    except ValueError as exc:  # malformed JSON, bad UTF-8/16/32, an integer of over 4300 digits
         raise bad_request(f"Malformed JSON in the request body: {exc}", code="invalid_json") from None
     if not isinstance(data, dict):
         raise bad_request(f"The request body must be a JSON object, not {type(data).__name__}")

@@ -1,0 +1,1 @@
+"""Data shipped with the package (the verify policy's calibration table, when measured)."""
