@@ -2,13 +2,23 @@
 
 Not a mock of the client: the ``openai`` library talks to it over a real socket, so retries, timeouts,
 streaming, disconnects and error bodies go through the same code paths as against vLLM or llama.cpp.
+
+Prompt logprobs, for verification: ``echo=true`` with ``logprobs`` returns the prompt's tokens (the fake
+tokenizer splits blank lines, newlines and space-led words) with their logprobs, top alternatives and
+text offsets before the generated token, as OpenAI's legacy API, vLLM and llama-cpp-python do; with
+``Script.vllm`` a ``prompt_logprobs`` request field is answered in vLLM's shape (token id -> logprob,
+rank, decoded token; ``prompt_token_ids``). With ``Script.document`` the fake is a consistent greedy
+model: its text is the document, so a prompt that is a prefix of it continues with the rest, and at each
+prompt position its greedy token is the document's next token.
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -26,6 +36,7 @@ class Script:
     fail_statuses: list[int] = field(default_factory=list)  # popped one per completion request
     retry_after: str | None = None  # Retry-After header sent with failures
     reject_logprobs: bool = False  # answer 400 to requests asking for logprobs
+    reject_logprobs_status: int = 400  # 500: as llama-cpp-python started without logits_all
     reject_stream_options: bool = False  # answer 400 to requests with stream_options
     drop_after: int | None = None  # close the stream after this many chunks, without a finish (once)
     usage_every_chunk: bool = False  # vLLM's continuous usage stats
@@ -34,6 +45,37 @@ class Script:
     cached_tokens: int | None = None
     delay: float = 0.0  # seconds between streamed chunks
     api_key: str | None = None  # require this bearer key
+    document: str | None = None  # the model's own greedy text (prompt included); see the module docstring
+    echo_logprobs: bool = True  # False: echo returns logprobs of the generated token only (no prompt's)
+    vllm: bool = False  # answer vLLM's prompt_logprobs request field
+    shifted_echo: bool = False  # echo as llama-cpp-python does for a prompt without BOS: each entry
+    # holds the view of the next position, and the generated token is left out
+    split_blank_lines: bool = False  # prompts tokenise a blank line before a word as two newlines
+    empty_specials: bool = False  # echo special tokens (<|...|>) as empty text, offsets counted without
+    # them (llama-cpp-python)
+
+
+TOKEN = re.compile(r"\n\n|\n|[ \t]*[^\s]+|\s")
+SPECIAL = re.compile(r"<\|[^|]*\|>")
+AGREE, DISAGREE, GREEDY = -0.25, -3.0, -0.5  # logprobs of a prompt token the model would write, of one
+# it would not, and of its own choice there
+
+
+def tokenize(text: str, split_blank_lines: bool = False) -> list[str]:
+    """The fake's tokens: blank lines, newlines and space-led words; they cover ``text`` exactly. With
+    ``split_blank_lines`` a blank line before a word is two newline tokens (as GPT-2-style pre-tokenisers,
+    SmolLM2's among them, split ``"\n\nWord"``), while the model writes ``"\n\n"`` as one token."""
+    tokens = TOKEN.findall(text)
+    if not split_blank_lines:
+        return tokens
+    split: list[str] = []
+    for i, token in enumerate(tokens):
+        split.extend(["\n", "\n"] if token == "\n\n" and i + 1 < len(tokens) else [token])
+    return split
+
+
+def token_id(text: str) -> int:
+    return zlib.crc32(text.encode()) % 100_000
 
 
 @dataclass
@@ -136,18 +178,78 @@ class FakeOpenAIServer:
             self._error(handler, 404, f"The model `{body.get('model')}` does not exist.")
             return
         if self.script.reject_logprobs and body.get("logprobs") is not None:
-            self._error(handler, 400, "logprobs is not supported by this server")
+            self._error(
+                handler, self.script.reject_logprobs_status, "logprobs is not supported by this server"
+            )
             return
         if self.script.reject_stream_options and "stream_options" in body:
             self._error(handler, 400, "Unknown parameter: stream_options.continuous_usage_stats")
             return
-        tokens = self.script.tokens[: body.get("max_tokens") or len(self.script.tokens)]
-        capped = len(tokens) < len(self.script.tokens)
+        own = self._own_tokens(str(body.get("prompt", "")))
+        tokens = own[: body.get("max_tokens") or len(own)]
+        capped = len(tokens) < len(own)
         finish = "length" if capped else self.script.finish
+        if body.get("echo") and not body.get("stream"):
+            self._json(handler, 200, self._echo_completion(body, tokens, finish))
+            return
         if not body.get("stream"):
             self._json(handler, 200, self._completion(body, tokens, finish))
             return
         self._stream(handler, body, tokens, finish)
+
+    def _own_tokens(self, prompt: str) -> list[str]:
+        """What the model writes after ``prompt``: the rest of the document, else the scripted tokens."""
+        document = self.script.document
+        if document is not None and document.startswith(prompt):
+            return tokenize(document[len(prompt) :])
+        return self.script.tokens
+
+    def _prompt_view(self, prompt: str) -> list[tuple[str, int, float, str, float]]:
+        """(token, offset, logprob, greedy token, its logprob) per prompt token after the first."""
+        tokens = tokenize(prompt, self.script.split_blank_lines)
+        rows = []
+        offset = len(tokens[0]) if tokens else 0
+        for token in tokens[1:]:
+            document = self.script.document
+            greedy = token
+            if document is not None and document.startswith(prompt[:offset]):
+                following = tokenize(document[offset:])
+                greedy = following[0] if following else ""  # "": the end of the answer
+            logprob = AGREE if greedy == token else DISAGREE
+            rows.append((token, offset, logprob, greedy, AGREE if greedy == token else GREEDY))
+            offset += len(token)
+        return rows
+
+    def _echo_completion(self, body: dict[str, Any], tokens: list[str], finish: str) -> dict[str, Any]:
+        prompt = str(body["prompt"])
+        completion = self._completion(body, tokens, finish)
+        choice = completion["choices"][0]
+        choice["text"] = prompt + choice["text"]
+        rows = self._prompt_view(prompt)
+        if body.get("logprobs") is not None and self.script.echo_logprobs and prompt:
+            first = tokenize(prompt, self.script.split_blank_lines)[0]
+            generated = choice["logprobs"] or {"tokens": [], "token_logprobs": [], "top_logprobs": []}
+            choice["logprobs"] = {
+                "tokens": [first] + [r[0] for r in rows] + generated["tokens"],
+                "token_logprobs": [None] + [r[2] for r in rows] + generated["token_logprobs"],
+                "top_logprobs": [None] + [{r[3]: r[4], r[0]: r[2]} for r in rows] + generated["top_logprobs"],
+                "text_offset": [0] + [r[1] for r in rows] + [len(prompt) + i for i in range(len(tokens))],
+            }
+            if self.script.empty_specials:
+                logprobs = choice["logprobs"]
+                logprobs["tokens"] = [SPECIAL.sub("", token) for token in logprobs["tokens"]]
+                logprobs["text_offset"] = [
+                    sum(len(token) for token in logprobs["tokens"][:i])
+                    for i in range(len(logprobs["tokens"]))
+                ]
+            if self.script.shifted_echo:
+                logprobs = choice["logprobs"]
+                kept = len(rows) + 1  # the prompt's tokens
+                logprobs["tokens"] = logprobs["tokens"][:kept]
+                logprobs["text_offset"] = logprobs["text_offset"][:kept]
+                for key in ("token_logprobs", "top_logprobs"):
+                    logprobs[key] = [None, *logprobs[key][2 : kept + 1]]
+        return completion
 
     def _usage(self, completion_tokens: int) -> dict[str, Any]:
         usage: dict[str, Any] = {
@@ -173,10 +275,27 @@ class FakeOpenAIServer:
         return choice
 
     def _completion(self, body: dict[str, Any], tokens: list[str], finish: str) -> dict[str, Any]:
+        choice = self._choice(body, "".join(tokens), tokens, finish)
+        if self.script.vllm and body.get("prompt_logprobs") is not None:
+            prompt = str(body.get("prompt", ""))
+            rows = self._prompt_view(prompt)
+            choice["prompt_token_ids"] = [
+                token_id(t) for t in tokenize(prompt, self.script.split_blank_lines)
+            ]
+            choice["prompt_logprobs"] = [None] + [
+                {
+                    str(token_id(r[0])): {
+                        "logprob": r[2],
+                        "rank": 1 if r[0] == r[3] else 7,
+                        "decoded_token": r[0],
+                    },
+                    str(token_id(r[3])): {"logprob": r[4], "rank": 1, "decoded_token": r[3]},
+                }
+                for r in rows
+            ]
         return {
             "id": "cmpl-test", "object": "text_completion", "created": int(time.time()),
-            "model": body["model"], "choices": [self._choice(body, "".join(tokens), tokens, finish)],
-            "usage": self._usage(len(tokens)),
+            "model": body["model"], "choices": [choice], "usage": self._usage(len(tokens)),
         }  # fmt: skip
 
     def _events(self, body: dict[str, Any], tokens: list[str], finish: str) -> Iterator[dict[str, Any]]:

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from arbitrage.backends.base import FinishReason, StepContext, StepParams
+from arbitrage.backends.base import FinishReason, StepContext, StepOutput, StepParams
 from arbitrage.backends.llamacpp_server import ServerProcess
 from arbitrage.backends.loader import load_generator
 from arbitrage.backends.openai_http import OpenAIGenerator
 from arbitrage.concurrent import ProblemResult, solve_many
 from arbitrage.engine import Engine, EngineConfig
+from arbitrage.errors import BackendError
 from arbitrage.policies import DraftOnlyPolicy, RandomPolicy
 
 from .conftest import load
@@ -77,6 +78,18 @@ def test_separator_stop_aborts_the_request_on_the_server(server: ServerProcess) 
     assert "\n\n" not in out.text and out.text
     assert out.tokens < 200
     assert "Disconnected from client" in server.log()  # llama-cpp-python stopped generating
+
+
+def test_verification_without_logits_all_is_a_clear_error(server: ServerProcess) -> None:
+    """This server runs without logits_all: it has no prompt logprobs, and says so in one line."""
+    gen = remote(server)
+    draft = StepOutput(text="Tom has 8 apples.", finish_reason=FinishReason.STEP, model="d", tokens=5)
+    try:
+        with pytest.raises(BackendError, match="cannot verify steps: it refused echo with logprobs") as info:
+            gen.verify_step(StepContext(QUESTION), draft, StepParams())
+    finally:
+        gen.close()
+    assert "logits_all" in str(info.value) and "\n" not in str(info.value)
 
 
 def test_cli_solve_with_remote_draft_and_target(server: ServerProcess) -> None:

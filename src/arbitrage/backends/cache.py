@@ -16,6 +16,9 @@ of the step's first run (``extra["replay_prefill"]`` says which: ``"live"`` or `
 
 Sampled steps are cached only with an explicit seed. The store is one SQLite file, safe for several
 processes and threads.
+
+Verification passes through: when the inner generator is a :class:`~arbitrage.backends.base.Verifier`,
+so is the wrapper (``verify_step`` and ``continue_step`` call the inner model; nothing is cached).
 """
 
 from __future__ import annotations
@@ -36,6 +39,8 @@ from arbitrage.backends.base import (
     StepOutput,
     StepParams,
 )
+
+_VERIFIER_METHODS = ("verify_step", "continue_step")
 
 
 class JsonTable:
@@ -142,6 +147,13 @@ class CachingGenerator:
             prefill_seconds=seconds,
             extra={**hit.extra, "replay_prefill": "live", "stored_prefill_seconds": hit.prefill_seconds},
         )
+
+    def __getattr__(self, name: str) -> Any:
+        # verify_step / continue_step exist exactly when the inner generator has them, so that
+        # isinstance(wrapper, Verifier) answers as for the inner generator; they are not cached.
+        if name in _VERIFIER_METHODS:
+            return getattr(self.inner, name)
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def close(self) -> None:
         self.inner.close()

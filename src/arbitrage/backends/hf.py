@@ -20,10 +20,21 @@ Per step call (one KV cache per generator, calls serialised by a lock, as for ll
 3. Decode token by token: log-softmax of the last logits for the chosen token's logprob and the entropy,
    greedy or temperature/top-p pick, stop on an end-of-generation token, on the separator in the
    decoded text (``find_step_end``), or on the token cap.
+
+Verification (the :class:`~arbitrage.backends.base.Verifier` role):
+- ``verify_step`` tokenises prompt + ``solution_text(steps + (step,))`` (the separator only after a step
+  that ended with one; nothing after an EOS or capped step); the verified tokens are those beyond the
+  prefix shared with the context's tokens. One forward pass over what the cache lacks of the context
+  (at least its last token, whose logits predict the first verified token) and the verified tokens,
+  keeping only the last ``n + 1`` logit rows (``logits_to_keep``). The verified tokens stay in the cache.
+- ``continue_step`` takes the agreed tokens (and, greedy, the model's token at the divergence) from the
+  verification, crops the cache to the context plus the kept tokens and decodes from there with the same
+  loop as ``generate_step``; when the verification agrees to the end, nothing is evaluated at all.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -32,7 +43,7 @@ from typing import Any
 
 import numpy as np
 
-from arbitrage.backends.base import StepContext, StepOutput, StepParams
+from arbitrage.backends.base import FinishReason, StepContext, StepOutput, StepParams, Verification
 from arbitrage.backends.spec_options import SpecOptions
 from arbitrage.backends.stepping import choose_token, decode_step
 from arbitrage.backends.templates import PromptTemplate
@@ -204,14 +215,15 @@ class HFGenerator:
         self._cached = self._cached[:common]
         return common
 
-    def _forward(self, ids: list[int]) -> Any:
-        """Evaluate ``ids`` after the cached tokens; return the last position's logits (1-D)."""
+    def _forward(self, ids: list[int], rows: int = 1) -> Any:
+        """Evaluate ``ids`` after the cached tokens; return the last position's logits (1-D), or with
+        ``rows > 1`` the last ``rows`` positions' logits (``[rows, vocab]``)."""
         import torch
 
         input_ids = torch.tensor([ids], dtype=torch.long, device=self.device)
         kwargs: dict[str, Any] = {"past_key_values": self._past, "use_cache": True}
         if self._logits_to_keep:
-            kwargs["logits_to_keep"] = 1
+            kwargs["logits_to_keep"] = rows
         try:
             out = self.model(input_ids=input_ids, **kwargs)
         except TypeError:
@@ -222,7 +234,7 @@ class HFGenerator:
             out = self.model(input_ids=input_ids, **kwargs)
         self._past = out.past_key_values
         self._cached.extend(ids)
-        return out.logits[0, -1]
+        return out.logits[0, -1] if rows == 1 else out.logits[0, -rows:]
 
     def generate_step(self, context: StepContext, params: StepParams) -> StepOutput:
         if self._closed:
@@ -283,6 +295,182 @@ class HFGenerator:
             prefill_seconds=t1 - t0,
             decode_seconds=t2 - t1,
             extra={"device": self.device},
+        )
+
+    # -- verification (the Verifier role) -------------------------------------------------------------
+
+    def verified_tokens(
+        self, context: StepContext, step: StepOutput, separator: str
+    ) -> tuple[list[int], int]:
+        """Token ids of the context followed by ``step`` (its separator only when it ended with one), and
+        where the verified tokens start: the length of the prefix shared with the context's own tokens."""
+        context_ids = self.context_tokens(context, separator)
+        steps = (*context.steps, step.text)
+        text = solution_text(steps, separator)
+        if step.finish_reason != FinishReason.STEP:
+            text = text[: len(text) - len(separator)]  # an ended or capped step has no separator after it
+        full = list(self._prompt_tokens(context.question))
+        if text:
+            full += list(self.tokenizer(text, add_special_tokens=False).input_ids)
+        common = 0
+        while common < min(len(full), len(context_ids)) and full[common] == context_ids[common]:
+            common += 1
+        return full, common
+
+    def verify_step(self, context: StepContext, step: StepOutput, params: StepParams) -> Verification:
+        """Teacher-force ``step`` after ``context`` in one forward pass; leave it in the KV cache."""
+        if self._closed:
+            raise BackendError(f"{self.name} is closed")
+        import torch
+
+        with self._lock, torch.inference_mode():
+            try:
+                return self._verify_step(context, step, params)
+            except Exception:
+                self._reset_cache()
+                raise
+
+    def _verify_step(self, context: StepContext, step: StepOutput, params: StepParams) -> Verification:
+        import torch
+
+        full, start = self.verified_tokens(context, step, params.separator)
+        if len(full) >= self.n_ctx:
+            raise BackendError(
+                f"{self.name}: context and step of {len(full)} tokens do not fit n_ctx={self.n_ctx}"
+            )
+        start = max(start, 1)  # a first position's logits need a token before it
+        verified = full[start:]
+        n = len(verified)
+        t0 = time.perf_counter()
+        # 1. keep what the cache shares with the context, short of the token before the step
+        reused = self._reuse_prefix(full[:start])
+        # 2. one pass over the rest, logits for the step's positions and the one after only
+        logits = self._forward(full[reused:], rows=n + 1).reshape(n + 1, -1)
+        logprobs = torch.log_softmax(logits.float(), dim=-1)
+        greedy_logprobs, greedy = logprobs.max(dim=-1)
+        entropies = -(logprobs.exp() * logprobs).sum(dim=-1)
+        index = torch.tensor(verified, dtype=torch.long, device=logprobs.device)
+        token_logprobs = logprobs[:n].gather(1, index.unsqueeze(1)).squeeze(1) if n else logprobs[:0, 0]
+        greedy_ids = [int(t) for t in greedy.tolist()]
+        result = Verification(
+            model=self.name,
+            text=step.text,
+            finish_reason=step.finish_reason,
+            tokens=tuple(verified),
+            token_logprobs=tuple(float(x) for x in token_logprobs.tolist()),
+            greedy_tokens=tuple(greedy_ids),
+            greedy_logprobs=tuple(float(x) for x in greedy_logprobs.tolist()),
+            entropies=tuple(float(x) for x in entropies.tolist()),
+            end_is_eos=greedy_ids[n] in self._eos_ids,
+            prompt_tokens=start,
+            prefill_tokens=len(full) - reused,
+            seconds=0.0,
+            extra={"device": self.device, "context_tokens": start},
+        )
+        self._sync()
+        return dataclasses.replace(result, seconds=time.perf_counter() - t0)
+
+    def continue_step(
+        self, context: StepContext, params: StepParams, verification: Verification
+    ) -> StepOutput:
+        """This model's step after ``context``, keeping the verified tokens up to the first divergence.
+
+        Greedy decoding gives :meth:`generate_step`'s text. At temperature > 0 the kept tokens are kept
+        all the same and sampling starts at the divergence. A verification by another model, or of a
+        context whose tokens it did not start after, keeps nothing (a plain step).
+        """
+        if self._closed:
+            raise BackendError(f"{self.name} is closed")
+        import torch
+
+        with self._lock, torch.inference_mode():
+            try:
+                return self._continue_step(context, params, verification)
+            except Exception:
+                self._reset_cache()
+                raise
+
+    def _continue_step(
+        self, context: StepContext, params: StepParams, verification: Verification
+    ) -> StepOutput:
+        import torch
+
+        tokens = self.context_tokens(context, params.separator)
+        if len(tokens) >= self.n_ctx:
+            raise BackendError(
+                f"{self.name}: context of {len(tokens)} tokens does not fit n_ctx={self.n_ctx}; "
+                "lower --max-steps/--max-tokens"
+            )
+        usable = verification.model == self.name and verification.extra.get("context_tokens") == len(tokens)
+        divergence = verification.first_divergence
+        kept = (verification.n if divergence is None else divergence) if usable else 0
+        # The model's own token at the divergence is known too, for greedy decoding.
+        known = (
+            kept + 1
+            if usable and params.temperature == 0 and kept < len(verification.greedy_tokens)
+            else kept
+        )
+        picks = [
+            (
+                verification.tokens[i] if i < kept else verification.greedy_tokens[i],
+                verification.token_logprobs[i] if i < kept else verification.greedy_logprobs[i],
+                verification.entropies[i],
+            )
+            for i in range(known)
+        ]
+        rng = self._rng if params.seed is None else np.random.default_rng([params.seed, len(tokens)])
+        sequence = list(tokens)  # the context, then every token fed back
+        current: list[Any] = [None]  # next-token logits once this call has evaluated anything
+        prefill = {"tokens": 0, "seconds": 0.0}
+
+        def evaluate() -> None:
+            """Bring the cache up to ``sequence``; the first time, reuse and crop (a prefill if lost)."""
+            if current[0] is not None:
+                current[0] = self._forward(sequence[-1:])
+                return
+            t0 = time.perf_counter()
+            reused = self._reuse_prefix(sequence)
+            current[0] = self._forward(sequence[reused:])
+            if len(sequence) - reused > 1:  # the verified tokens were not in the cache any more
+                prefill["tokens"] = len(sequence) - reused - 1
+                prefill["seconds"] = time.perf_counter() - t0
+
+        def next_token() -> tuple[int, float, float]:
+            position = len(sequence) - len(tokens)
+            if position < known:
+                return picks[position]
+            if current[0] is None:
+                evaluate()
+            logprobs = torch.log_softmax(current[0].float(), dim=-1)
+            if params.temperature == 0:
+                token = int(torch.argmax(logprobs))
+            else:
+                token = choose_token(logprobs.cpu().numpy().astype(np.float64), params, rng)
+            return token, float(logprobs[token]), float(-(logprobs.exp() * logprobs).sum())
+
+        def feed(token: int) -> None:
+            sequence.append(token)
+            if len(sequence) - len(tokens) > kept:  # a kept token is in the cache already
+                evaluate()
+
+        t1 = time.perf_counter()
+        step = decode_step(
+            budget=min(params.max_step_tokens, self.n_ctx - len(tokens) - 1),
+            separator=params.separator,
+            next_token=next_token,
+            is_end=lambda token: token in self._eos_ids,
+            detokenize=lambda generated: self._decode(generated, tokens),
+            feed=feed,
+        )
+        self._sync()
+        t2 = time.perf_counter()
+        return step.output(
+            self.name,
+            prompt_tokens=len(tokens),
+            prefill_tokens=int(prefill["tokens"]),
+            prefill_seconds=float(prefill["seconds"]),
+            decode_seconds=t2 - t1 - float(prefill["seconds"]),
+            extra={"device": self.device, "kept_tokens": min(kept, step.tokens)},
         )
 
     def _sync(self) -> None:

@@ -47,23 +47,44 @@ usage report (``prefill = prompt - prompt_tokens_details.cached_tokens``, which 
 caching); a stream closed at a separator carries usage only on servers that send it in every chunk
 (vLLM's ``continuous_usage_stats``, requested when accepted), so elsewhere both stay 0 = unknown.
 ``token_entropies`` stays empty: servers return top-k logprobs, not the full distribution.
+
+Verification (the ``Verifier`` role, ``verify_step``/``continue_step``) reads *prompt* logprobs: vLLM's
+``prompt_logprobs`` request field first, else ``echo=true`` with ``logprobs=1`` (OpenAI's legacy API,
+vLLM, llama-cpp-python started with ``--logits_all true``), in one-token completions of the context and
+of the context with the step (the first gives the context's own tokenisation for the common-prefix
+rule; see ``backends/prompt_logprobs.py``). A server without prompt logprobs (llama.cpp's C++ server,
+llama-cpp-python without ``logits_all``) gets a one-line ``BackendError``. ``continue_step`` streams a
+completion of the context and the kept prefix of the verified text, joined to it.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+import math
 import os
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from arbitrage.backends.base import FinishReason, StepContext, StepOutput, StepParams
+from arbitrage.backends.base import FinishReason, StepContext, StepOutput, StepParams, Verification
 from arbitrage.backends.http_retry import (
     IncompleteResponse,
     RetryPolicy,
     call_with_retries,
     describe_error,
     status_code,
+)
+from arbitrage.backends.prompt_logprobs import (
+    END_TOKEN,
+    PromptToken,
+    PromptTokens,
+    PromptView,
+    from_echo,
+    from_prompt_logprobs,
+    lines_up,
+    span_tokens,
+    verified_start,
 )
 from arbitrage.backends.spec_options import SpecOptions
 from arbitrage.backends.stepping import find_step_end
@@ -155,6 +176,7 @@ class _Stream:
     chunks: int = 0
     usage: Any = None
     first_token_at: float | None = None
+    prefix: str = ""  # text already kept before the streamed text (prefix keeping); ends no step
 
 
 class OpenAIGenerator:
@@ -190,6 +212,7 @@ class OpenAIGenerator:
         if spec.check and spec.logprobs == "auto":
             self._probe_logprobs()
         self.name = spec.name or self.model
+        self._verify_mode: str | None = None  # prompt_logprobs | echo, once a verification found out
         self._closed = False
 
     # -- server checks -------------------------------------------------------------------------------
@@ -306,11 +329,11 @@ class OpenAIGenerator:
         first = result.first_token_at if result.first_token_at is not None else end
         return self._output(result, params, t0, first, end, attempts, t0 - started)
 
-    def _stream_with_fallbacks(self, prompt: str, params: StepParams) -> _Stream:
+    def _stream_with_fallbacks(self, prompt: str, params: StepParams, prefix: str = "") -> _Stream:
         """One attempt; drop an optional feature the server rejects (logprobs, usage) and ask again."""
         while True:
             try:
-                return self._stream(prompt, params)
+                return self._stream(prompt, params, prefix)
             except Exception as exc:
                 feature = self._rejected_feature(exc)
                 if feature is None:
@@ -349,9 +372,9 @@ class OpenAIGenerator:
             request["extra_body"] = dict(self.spec.extra_body)
         return request
 
-    def _stream(self, prompt: str, params: StepParams) -> _Stream:
-        """Stream one completion, closing it as soon as the separator shows up."""
-        out = _Stream()
+    def _stream(self, prompt: str, params: StepParams, prefix: str = "") -> _Stream:
+        """Stream one completion, closing it as soon as the separator shows up (in ``prefix`` + text)."""
+        out = _Stream(prefix=prefix)
         stream = self._client.completions.create(**self._request(prompt, params))
         try:
             for chunk in stream:
@@ -371,7 +394,7 @@ class OpenAIGenerator:
                     for i, token in enumerate(logprobs.tokens):
                         value = values[i] if i < len(values) else None
                         out.tokens.append((token, float(value) if value is not None else 0.0))
-                if find_step_end(out.text, params.separator) is not None:
+                if find_step_end(out.prefix + out.text, params.separator) is not None:
                     out.finish = FinishReason.STEP
                     return out
                 if choice.finish_reason is not None:
@@ -405,25 +428,36 @@ class OpenAIGenerator:
         end: float,
         attempts: int,
         retry_seconds: float,
+        kept: list[tuple[str, float]] | None = None,
     ) -> StepOutput:
-        text = result.text
-        tokens = result.tokens
+        kept = kept or []  # (text, logprob) of kept tokens before the streamed ones (prefix keeping)
+        text = result.prefix + result.text
+        tokens = [*kept, *result.tokens] if result.tokens else []
         if result.finish == FinishReason.STEP:
             cut = find_step_end(text, params.separator)
             assert cut is not None
+            tokens = _tokens_through(tokens, cut + len(params.separator), text)
             text = text[:cut]
-            tokens = _tokens_through(tokens, cut + len(params.separator), result.text)
         usage = result.usage
         prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
         details = getattr(usage, "prompt_tokens_details", None)
         cached = getattr(details, "cached_tokens", None) if details is not None else None
         completion = getattr(usage, "completion_tokens", None)
         if completion and result.finish != FinishReason.STEP:
-            count = int(completion)  # the server's own count, end-of-sequence token included
+            count = int(completion) + len(kept)  # the server's own count, end-of-sequence token included
         else:
-            count = len(tokens) if tokens else result.chunks
+            count = len(tokens) if tokens else result.chunks + len(kept)
             if result.finish == FinishReason.EOS:
                 count += 1  # the end-of-sequence token, which streams carry no text or logprob for
+        extra: dict[str, object] = {
+            "server": self.base_url,
+            "server_finish_reason": result.server_finish,
+            "cached_tokens": cached,
+            "attempts": attempts,
+            "retry_seconds": retry_seconds,
+        }
+        if result.prefix:
+            extra["kept_tokens"] = len(kept)
         return StepOutput(
             text=text.strip(),
             finish_reason=result.finish,
@@ -434,14 +468,229 @@ class OpenAIGenerator:
             prefill_tokens=max(0, prompt_tokens - int(cached or 0)),
             prefill_seconds=first - t0,
             decode_seconds=end - first,
+            extra=extra,
+        )
+
+    # -- verification (the Verifier role), through prompt logprobs -------------------------------------
+
+    def _no_prompt_logprobs(self, why: str) -> BackendError:
+        return BackendError(
+            f"{self.name} ({self.base_url}) cannot verify steps: {why}; verification needs prompt "
+            "logprobs (vLLM's prompt_logprobs, or echo=true with logprobs on /completions; "
+            "llama-cpp-python: start the server with --logits_all true)"
+        )
+
+    def _prompt_view(self, text: str, start: int) -> PromptView:
+        """The model's view of every token of ``text`` and of one greedy token after it. The server's
+        tokens must spell out ``text[start:]`` exactly, else it gets a clear error."""
+        request: dict[str, Any] = {
+            "model": self.model, "prompt": text, "max_tokens": 1, "temperature": 0.0, "logprobs": 1,
+        }  # fmt: skip
+        if self._verify_mode in (None, "prompt_logprobs"):
+            try:
+                extra = {**self.spec.extra_body, "prompt_logprobs": 1}
+                response = self._client.completions.create(**request, extra_body=extra)
+            except Exception as exc:
+                if not _refuses(exc, (400, 422), ("logprob",)):
+                    raise
+                logger.info("%s rejects prompt_logprobs (%s); trying echo", self.base_url, exc)
+            else:
+                choice = response.choices[0]
+                entries = getattr(choice, "prompt_logprobs", None)
+                if entries:
+                    self._verify_mode = "prompt_logprobs"
+                    prompt_ids = getattr(choice, "prompt_token_ids", None)
+                    tokens, rows = from_prompt_logprobs(entries, prompt_ids, len(text))
+                    if not "".join(row.text for row in rows).endswith(text[start:]):
+                        raise self._no_prompt_logprobs(
+                            "its prompt_logprobs tokens do not spell out the prompt's end"
+                        )
+                    generated = []
+                    if choice.logprobs is not None:
+                        generated = from_echo(choice.logprobs, choice.text or "", 0)[2]
+                    return self._view(tokens, rows, generated, choice.finish_reason, response.usage)
+            self._verify_mode = "echo"
+        try:
+            response = self._client.completions.create(
+                **request, echo=True, extra_body=dict(self.spec.extra_body) or None
+            )
+        except Exception as exc:
+            if _refuses(exc, (), ("logprob", "echo")):
+                raise self._no_prompt_logprobs(
+                    f"it refused echo with logprobs ({describe_error(exc)})"
+                ) from exc
+            raise
+        choice = response.choices[0]
+        echoed = choice.text or ""
+        if not echoed.startswith(text):
+            raise self._no_prompt_logprobs("it does not echo the prompt (echo=true)")
+        if choice.logprobs is None:
+            raise self._no_prompt_logprobs("it returned no logprobs for an echoed prompt")
+        returned = "".join(str(token) for token in getattr(choice.logprobs, "tokens", None) or [])
+        if len(returned) <= len(echoed) - len(text):
+            raise self._no_prompt_logprobs(
+                "it returned logprobs for the generated token only, not the prompt"
+            )
+        if not lines_up(choice.logprobs, echoed, start):
+            raise self._no_prompt_logprobs(
+                "its echoed logprobs do not line up with the prompt (llama-cpp-python shifts them "
+                "by one token unless the prompt starts with the model's BOS token)"
+            )
+        tokens, rows, generated = from_echo(choice.logprobs, echoed, len(text))
+        return self._view(tokens, rows, generated, choice.finish_reason, response.usage)
+
+    @staticmethod
+    def _view(
+        tokens: PromptTokens,
+        rows: list[PromptToken],
+        generated: list[PromptToken],
+        finish: str | None,
+        usage: Any,
+    ) -> PromptView:
+        details = getattr(usage, "prompt_tokens_details", None)
+        return PromptView(
+            tokens=tokens,
+            rows=rows,
+            generated=generated,
+            finish=finish,
+            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
+            cached_tokens=int(getattr(details, "cached_tokens", 0) or 0) if details is not None else 0,
+        )
+
+    def verify_step(self, context: StepContext, step: StepOutput, params: StepParams) -> Verification:
+        """The model's view of ``step`` after ``context``, from prompt logprobs: two one-token
+        completions, of the context (for its own tokenisation) and of the context with the step.
+
+        The verified tokens are those of the second prompt past the tokens it shares with the first (the
+        local backends' common-prefix rule). ``tokens`` are the server's token ids (vLLM's
+        ``prompt_logprobs``) or stable hashes of the token texts (echo); ``entropies`` are NaN (servers
+        return top-k logprobs, not the distribution), as is the logprob of an end token the server sends
+        no entry for. The server's prefix cache keeps the evaluated text for the next request.
+        """
+        if self._closed:
+            raise BackendError(f"{self.name} is closed")
+        question = self.template.render(self.prompt_style, context.question)
+        context_text = self.render_prompt(context, params.separator)
+        text = question + solution_text((*context.steps, step.text), params.separator)
+        if step.finish_reason != FinishReason.STEP:
+            text = text[: len(text) - len(params.separator)]  # no separator after an ended or capped step
+        started = time.perf_counter()
+
+        def views() -> tuple[PromptView, PromptView]:
+            return self._prompt_view(context_text, len(question)), self._prompt_view(text, len(question))
+
+        try:
+            (own, full), attempts = call_with_retries(
+                views, self.spec.retry, what=f"{self.name} verification"
+            )
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise self._fail(f"verification with {self.name}", exc) from exc
+        seconds = time.perf_counter() - started
+        start = verified_start(own.tokens, full.tokens, len(context_text))
+        span = span_tokens(full.rows, start)
+        n = len(span)
+        end_is_eos = full.finish == "stop" and not "".join(row.text for row in full.generated)
+        generated = full.generated
+        if generated and not end_is_eos:
+            after, after_logprob = generated[0].token, generated[0].logprob
+        else:
+            after, after_logprob = END_TOKEN, generated[0].logprob if generated else math.nan
+        prefill = sum(max(0, view.prompt_tokens - view.cached_tokens) for view in (own, full))
+        return Verification(
+            model=self.name,
+            text=step.text,
+            finish_reason=step.finish_reason,
+            tokens=tuple(row.token for row in span),
+            token_logprobs=tuple(row.logprob for row in span),
+            greedy_tokens=(*(row.greedy for row in span), after),
+            greedy_logprobs=(*(row.greedy_logprob for row in span), after_logprob),
+            entropies=(math.nan,) * (n + 1),
+            end_is_eos=end_is_eos,
+            prompt_tokens=max(0, (full.prompt_tokens or len(full.tokens)) - n),  # before the verified
+            prefill_tokens=prefill,  # both requests' uncached prompt tokens (usage without cache: all)
+            seconds=seconds,
             extra={
                 "server": self.base_url,
-                "server_finish_reason": result.server_finish,
-                "cached_tokens": cached,
+                "prompt_logprobs": self._verify_mode,
                 "attempts": attempts,
-                "retry_seconds": retry_seconds,
+                "context_chars": len(context_text),  # the context's length (the prompt continue_step sends)
+                "span_start": start,  # where the verified text starts in the prompt (<= context_chars)
+                "span_text": text[
+                    start:
+                ],  # the verified text (any re-tokenised context end, step, separator)
+                "offsets": tuple(max(0, row.start - start) for row in span),  # [n] in span_text
             },
         )
+
+    def continue_step(
+        self, context: StepContext, params: StepParams, verification: Verification
+    ) -> StepOutput:
+        """This model's step after ``context``: one completion of the prompt, the solution and the kept
+        prefix of the verified text (the server's prefix cache makes that prefix cheap), joined to it."""
+        if self._closed:
+            raise BackendError(f"{self.name} is closed")
+        prompt = self.render_prompt(context, params.separator)
+        extra = verification.extra
+        usable = verification.model == self.name and extra.get("context_chars") == len(prompt)
+        divergence = verification.first_divergence
+        n = verification.n
+        if not usable or divergence == 0:
+            step = self.generate_step(context, params)
+            return dataclasses.replace(step, extra={**step.extra, "kept_tokens": 0})
+        span_text = str(extra["span_text"])
+        offsets = [int(o) for o in extra["offsets"]]  # type: ignore[attr-defined]
+        eos = verification.finish_reason == FinishReason.EOS
+        if divergence is None and n + eos <= params.max_step_tokens:  # the model's own step: no decoding
+            return StepOutput(
+                text=verification.text,
+                finish_reason=verification.finish_reason,
+                model=self.name,
+                tokens=n + (1 if eos else 0),
+                token_logprobs=verification.token_logprobs,
+                prompt_tokens=verification.prompt_tokens,
+                extra={"server": self.base_url, "kept_tokens": n},
+            )
+        kept = min(n if divergence is None else divergence, params.max_step_tokens)
+        lead = len(prompt) - int(str(extra.get("span_start", len(prompt))))  # context chars in the span
+        bounds = [*offsets[:kept], offsets[kept] if kept < n else len(span_text)]
+        if bounds[kept] <= lead:  # only the re-tokenised end of the context was kept: decode it all
+            step = self.generate_step(context, params)
+            return dataclasses.replace(step, extra={**step.extra, "kept_tokens": 0})
+        kept_tokens = [  # (text in the step, logprob); a token of the context's end has no step text
+            (span_text[max(bounds[i], lead) : max(bounds[i + 1], lead)], verification.token_logprobs[i])
+            for i in range(kept)
+        ]
+        kept_text = span_text[lead : bounds[kept]]
+        if kept >= params.max_step_tokens:  # the kept tokens fill the step's budget
+            return StepOutput(
+                text=kept_text.strip(),
+                finish_reason=FinishReason.LENGTH,
+                model=self.name,
+                tokens=kept,
+                token_logprobs=tuple(lp for _, lp in kept_tokens),
+                prompt_tokens=verification.prompt_tokens,
+                extra={"server": self.base_url, "kept_tokens": kept},
+            )
+        rest = dataclasses.replace(params, max_step_tokens=params.max_step_tokens - kept)
+        started = time.perf_counter()
+        attempt_start = [started]
+
+        def attempt() -> _Stream:
+            attempt_start[0] = time.perf_counter()
+            return self._stream_with_fallbacks(prompt + kept_text, rest, prefix=kept_text)
+
+        try:
+            result, attempts = call_with_retries(attempt, self.spec.retry, what=f"{self.name} step")
+        except BackendError:
+            raise
+        except Exception as exc:
+            raise self._fail(f"step of {self.name}", exc) from exc
+        end = time.perf_counter()
+        t0 = attempt_start[0]
+        first = result.first_token_at if result.first_token_at is not None else end
+        return self._output(result, params, t0, first, end, attempts, t0 - started, kept_tokens)
 
     def close(self) -> None:
         if not self._closed:
@@ -450,6 +699,16 @@ class OpenAIGenerator:
 
     def __repr__(self) -> str:
         return f"OpenAIGenerator({self.name!r}, base_url={self.base_url!r}, template={self.template.name!r})"
+
+
+def _refuses(exc: BaseException, codes: tuple[int, ...], words: tuple[str, ...]) -> bool:
+    """Whether ``exc`` is the server refusing a request feature: an HTTP status in ``codes``, or a 400,
+    422 or 500 whose message names one of ``words`` (llama-cpp-python refuses logprobs with a 500)."""
+    code = status_code(exc)
+    if code in codes:
+        return True
+    message = str(getattr(exc, "message", "") or exc).lower() + str(getattr(exc, "body", "")).lower()
+    return code in (400, 422, 500) and any(word in message for word in words)
 
 
 def _tokens_through(tokens: list[tuple[str, float]], end: int, text: str) -> list[tuple[str, float]]:
