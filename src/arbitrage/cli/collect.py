@@ -68,14 +68,13 @@ def collect(
     Each row also holds the target's verification of z_d (when the target backend can verify), and with
     --labels outcome the grounded labels (outcome_d, outcome_t, outcome_advantage, y_outcome).
     """
-    from contextlib import ExitStack
-
     from arbitrage.backends.loader import GeneratorOptions
-    from arbitrage.cli.common import load_model, step_params
+    from arbitrage.cli.common import load_model, open_run, step_params
     from arbitrage.evaluation.datasets import load_problems
-    from arbitrage.prm.registry import DEFAULT_PRM, load_scorer
+    from arbitrage.prm.registry import DEFAULT_PRM
     from arbitrage.router.collect import CollectConfig, CollectModels, run_collection
     from arbitrage.router.outcome import OutcomeOptions
+    from arbitrage.run import RunSpec
 
     name, problems = load_problems(dataset if data_file is None else None, data_file, question_field,
                                    answer_field, data_dir, offset, limit)  # fmt: skip
@@ -95,18 +94,16 @@ def collect(
     options = GeneratorOptions(n_ctx=n_ctx, seed=seed)
 
     def make_models() -> CollectModels:  # one set per worker; run_collection closes them
-        with ExitStack() as loading:  # a model that fails to load closes the ones loaded before it
-            scorer = load_scorer(spec)
-            loading.callback(scorer.close)
-            draft_model = load_model(draft, options)
-            loading.callback(draft_model.close)
-            target_model = load_model(target, options)
-            loading.callback(target_model.close)
-            extra = None
-            if labels == "outcome" and continuation is not None and continuation != draft:
+        run = open_run(RunSpec(draft=draft, target=target, prm=spec, with_prm=True, n_ctx=n_ctx, seed=seed))
+        extra = None
+        if labels == "outcome" and continuation is not None and continuation != draft:
+            try:
                 extra = load_model(continuation, options)
-            loading.pop_all()
-        return CollectModels(draft_model, target_model, scorer, extra)
+            except BaseException:
+                run.close()
+                raise
+        assert run.scorer is not None  # with_prm
+        return CollectModels(run.draft, run.target, run.scorer, extra)
 
     stats = run_collection(problems, make_models, out, config, workers=workers)
     typer.echo(
