@@ -17,7 +17,7 @@ def test_collect_writes_resumes_and_labels(tmp_path: Path) -> None:
     out = tmp_path / "pairs"
     cmd = [sys.executable, "-m", "arbitrage.cli.main", "collect", "--dataset", "gsm8k-train",
            "--draft", "smollm2-135m", "--target", "smollm2-135m", "--prm", "judge+arith:smollm2-135m",
-           "--max-steps", "2", "--max-step-tokens", "32", "--out", str(out)]  # fmt: skip
+           "--max-steps", "2", "--max-step-tokens", "32", "--max-tokens", "96", "--out", str(out)]  # fmt: skip
     first = subprocess.run([*cmd, "--limit", "1"], capture_output=True, text=True, timeout=600)
     assert first.returncode == 0, first.stderr
     assert "1 questions collected, 0 already there, 0 failed" in first.stdout
@@ -36,3 +36,7 @@ def test_collect_writes_resumes_and_labels(tmp_path: Path) -> None:
             assert row["delta"] == 0.0
         assert row["step_index"] == len(row["context"]) < 2
         assert row["prm"] == "judge+arith:smollm2-135m" and row["draft_model"] == row["target_model"]
+        # the default labels are grounded: both candidates continued to an answer and graded
+        assert row["outcome_d"] in (0.0, 1.0) and row["outcome_t"] in (0.0, 1.0)
+        assert row["outcome_advantage"] == row["outcome_t"] - row["outcome_d"]
+        assert row["continuation_model"] == "smollm2-135m" and row["t_tokens"] is not None

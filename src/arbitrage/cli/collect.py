@@ -42,10 +42,11 @@ def collect(
     labels: Annotated[
         str,
         typer.Option(
-            help="prm: the PRM's Δ only. outcome: also grounded labels: continue from prefix + z_d and from "
-            "prefix + z_t to an answer and grade both against the gold answer."
+            help="outcome (default): the PRM's Δ and grounded labels: continue from prefix + z_d and from "
+            "prefix + z_t to an answer and grade both against the gold answer. prm: the PRM's Δ only "
+            "(faster)."
         ),
-    ] = "prm",
+    ] = "outcome",
     continuation: Annotated[
         str | None,
         typer.Option(help="--labels outcome: the model that continues both candidates (default: the draft)."),
