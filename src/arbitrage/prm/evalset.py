@@ -34,7 +34,9 @@ from arbitrage.errors import ConfigError
 
 _ANNOTATION = re.compile(r"<<([^<>=]+)=([^<>]+)>>")
 _NUMBER = re.compile(r"\d+(?:\.\d+)?")
-KINDS = ("gold", "corrupt-result", "corrupt-operand", "draft")
+# real-draft / real-target: collected steps labelled by whether continuing from them reaches the gold
+# answer (benchmarks/real_steps.py)
+KINDS = ("gold", "corrupt-result", "corrupt-operand", "draft", "real-draft", "real-target")
 
 
 @dataclass(frozen=True, slots=True)
