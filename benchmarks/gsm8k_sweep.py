@@ -38,12 +38,16 @@ ORACLE_TAUS = "0"
 ROUTER_RATES = "0.2,0.4,0.6"
 
 
-def points(router: Path | None, rsd: str, oracle: str, rates: str, random: str = RANDOM_PS) -> str:
+def points(
+    router: Path | None, rsd: str, oracle: str, rates: str, random: str = RANDOM_PS, verify: str = ""
+) -> str:
     """The sweep grid: the cheap points first, so that later ones replay their cached steps."""
     grid = ["draft"]
     if random:
         grid.append(f"random:p={random}")
     grid.append(f"rsd:threshold={rsd}")
+    if verify:
+        grid.append(f"verify:target_rate={verify}")
     if router is not None:
         grid.append(f"router:target_rate={rates}")
     grid += [f"oracle:tau={oracle}", "target"]
@@ -59,6 +63,13 @@ def main() -> None:
     ap.add_argument("--rsd-thresholds", default=RSD_THRESHOLDS)
     ap.add_argument("--oracle-taus", default=ORACLE_TAUS)
     ap.add_argument("--router-rates", default=ROUTER_RATES)
+    ap.add_argument(
+        "--verify-calibration",
+        type=Path,
+        help="a verify calibration table (arbitrage calibrate-verify): adds the verify points",
+    )
+    ap.add_argument("--verify-score", default="gsi", help="the verify policy's score")
+    ap.add_argument("--verify-rates", default=ROUTER_RATES, help="the verify points' target rates")
     ap.add_argument(
         "--out", type=Path, help="results folder (default benchmarks/results/gsm8k_sweep[_quick])"
     )
@@ -79,13 +90,18 @@ def main() -> None:
         except RouterError as exc:
             sys.exit(f"error: {exc}")
     cli = [sys.executable, "-m", "arbitrage.cli.main"]
-    grid = points(args.router, args.rsd_thresholds, args.oracle_taus, args.router_rates, args.random_ps)
+    verify = args.verify_rates if args.verify_calibration is not None else ""
+    grid = points(
+        args.router, args.rsd_thresholds, args.oracle_taus, args.router_rates, args.random_ps, verify
+    )
     uptos = [*range(args.block, limit, args.block), limit] if args.block > 0 else [limit]
     for upto in uptos:
         sweep = [*cli, "sweep", "--dataset", "gsm8k", "--limit", str(upto), "--points", grid, "--diagnose",
                  "--out", str(out)]  # fmt: skip
         if args.router is not None:
             sweep += ["--router", str(args.router)]
+        if verify:
+            sweep += ["--score", args.verify_score, "--calibration", str(args.verify_calibration)]
         report = [
             *cli,
             "report",
