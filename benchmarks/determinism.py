@@ -57,7 +57,7 @@ def identical_pairs(limit: int) -> list[dict[str, Any]]:
     return rows[:limit]
 
 
-def worker(mode: str, problems: int, pairs: int, out: Path) -> None:
+def worker(mode: str, problems: int, pairs: int, out: Path, checks: set[str]) -> None:
     """One mode's checks in this process (ARBITRAGE_LLAMA_DETERMINISM is set by the caller)."""
     from rich.progress import track
 
@@ -72,12 +72,17 @@ def worker(mode: str, problems: int, pairs: int, out: Path) -> None:
     done = {(r["mode"], r["check"], r["pass"], r["id"]) for r in read_records(records)}
     _, items = load_problems("gsm8k", None, None, None, None, 0, problems)
     config = EngineConfig(step=StepParams(max_step_tokens=256), max_steps=40, max_total_tokens=2048)
-    target = load_generator(TARGET, GeneratorOptions(n_ctx=4096))
+    target = load_generator(TARGET, GeneratorOptions(n_ctx=4096)) if "greedy" in checks else None
     try:
-        assert getattr(target, "determinism", mode) == mode, (target, mode)
-        engine = Engine(target, target, build_policy("target"), config)
-        orders = {"in_order": list(range(len(items))), "reversed_polluted": list(reversed(range(len(items))))}
+        assert target is None or getattr(target, "determinism", mode) == mode, (target, mode)
+        orders = (
+            {}
+            if target is None
+            else {"in_order": list(range(len(items))), "reversed_polluted": list(reversed(range(len(items))))}
+        )
         for name, order in orders.items():
+            assert target is not None
+            engine = Engine(target, target, build_policy("target"), config)
             for i in track(order, description=f"{mode}: {name}"):
                 key = (mode, "greedy", name, items[i].id)
                 if key in done:
@@ -89,7 +94,10 @@ def worker(mode: str, problems: int, pairs: int, out: Path) -> None:
                 append(records, {"mode": mode, "check": "greedy", "pass": name, "id": items[i].id,
                                  "text": trace.solution})  # fmt: skip
     finally:
-        target.close()
+        if target is not None:
+            target.close()
+    if "pairs" not in checks:
+        return
     scorer = load_scorer(PRM, ScorerOptions(n_ctx=4096))
     try:
         for row in track(identical_pairs(pairs), description=f"{mode}: identical pairs"):
@@ -160,16 +168,17 @@ def main() -> None:
     ap.add_argument("--pairs", type=int, default=20)
     ap.add_argument("--modes", default="aligned,off")
     ap.add_argument("--out", type=Path, default=OUT)
+    ap.add_argument("--checks", default="greedy,pairs", help="which checks to run: greedy, pairs or both")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     args.out.mkdir(parents=True, exist_ok=True)
     if args.worker:
-        worker(args.worker, args.problems, args.pairs, args.out)
+        worker(args.worker, args.problems, args.pairs, args.out, set(args.checks.split(",")))
         return
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     for mode in modes:
         cmd = [sys.executable, __file__, "--worker", mode, "--problems", str(args.problems),
-               "--pairs", str(args.pairs), "--out", str(args.out)]  # fmt: skip
+               "--pairs", str(args.pairs), "--out", str(args.out), "--checks", args.checks]  # fmt: skip
         env = {**os.environ, "ARBITRAGE_LLAMA_DETERMINISM": mode}
         if subprocess.run(cmd, env=env).returncode != 0:
             sys.exit(f"the {mode} worker failed")
