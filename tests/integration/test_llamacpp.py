@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from arbitrage.backends.base import FinishReason, StepContext, StepParams
-from arbitrage.backends.llamacpp import LlamaCppGenerator
+from arbitrage.backends.llamacpp import ALIGNED_CHUNK, LlamaCppGenerator
 from arbitrage.backends.llamacpp_probe import extra_bufts_allowed, run_probe
 from arbitrage.engine import Engine, EngineConfig
 from arbitrage.errors import ModelFileError
@@ -53,23 +53,34 @@ def test_eos_ends_the_solve(smol: LlamaCppGenerator) -> None:
     assert trace.steps[-1].finish_reason == FinishReason.EOS
 
 
-def test_kv_cache_reuse_prefills_only_new_tokens(smol: LlamaCppGenerator) -> None:
-    params = StepParams(max_step_tokens=60)
-    first = smol.generate_step(StepContext(QUESTION), params)
-    assert first.prefill_tokens == first.prompt_tokens
-    # 1. continuing its own step: the step's tokens are already cached, only the separator is new
-    second = smol.generate_step(StepContext(QUESTION, (first.text,)), params)
-    assert second.prefill_tokens <= 3
-    # 2. continuing a step written by another model: only that text (+ separator) is new
-    foreign = "Tom starts with 3 apples and then buys 5 apples more at the market."
-    new_tokens = len(smol.tokenize(foreign + "\n\n"))
-    third = smol.generate_step(StepContext(QUESTION, (first.text, second.text, foreign)), params)
-    assert abs(third.prefill_tokens - new_tokens) <= 3
-    assert third.prefill_tokens < third.prompt_tokens / 3
-    # 3. an unrelated question only shares the chat template's opening
-    other = smol.generate_step(StepContext("What is the capital of France?"), params)
-    assert other.prefill_tokens < other.prompt_tokens
-    assert other.prefill_tokens >= len(smol.tokenize("What is the capital of France?"))
+@pytest.mark.parametrize("determinism", ["off", "aligned"])
+def test_kv_cache_reuse_prefills_only_new_tokens(determinism: str) -> None:
+    smol = load("smollm2-135m", determinism=determinism)
+    try:
+        # aligned mode reuses whole 32-token chunks of canonically evaluated text only: decoded tokens and
+        # the partial chunk before them are evaluated again (batched) at the next call
+        aligned = determinism == "aligned"
+        params = StepParams(max_step_tokens=60)
+        first = smol.generate_step(StepContext(QUESTION), params)
+        assert first.prefill_tokens == first.prompt_tokens
+        # 1. continuing its own step: the step's tokens are already cached, only the separator is new
+        second = smol.generate_step(StepContext(QUESTION, (first.text,)), params)
+        assert second.prefill_tokens <= (first.tokens + 3 + ALIGNED_CHUNK if aligned else 3)
+        # 2. continuing a step written by another model: only that text (+ separator) is new
+        foreign = "Tom starts with 3 apples and then buys 5 apples more at the market."
+        new_tokens = len(smol.tokenize(foreign + "\n\n"))
+        third = smol.generate_step(StepContext(QUESTION, (first.text, second.text, foreign)), params)
+        if aligned:
+            assert new_tokens - 3 <= third.prefill_tokens <= new_tokens + second.tokens + 3 + ALIGNED_CHUNK
+        else:
+            assert abs(third.prefill_tokens - new_tokens) <= 3
+            assert third.prefill_tokens < third.prompt_tokens / 3
+        # 3. an unrelated question only shares the chat template's opening
+        other = smol.generate_step(StepContext("What is the capital of France?"), params)
+        assert other.prefill_tokens < other.prompt_tokens or aligned
+        assert other.prefill_tokens >= len(smol.tokenize("What is the capital of France?"))
+    finally:
+        smol.close()
 
 
 def test_greedy_steps_are_deterministic_across_instances(

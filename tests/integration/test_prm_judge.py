@@ -7,7 +7,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from arbitrage.backends.llamacpp import LlamaCppGenerator
+from arbitrage.backends.llamacpp import ALIGNED_CHUNK, LlamaCppGenerator
 from arbitrage.prm.judge import JUDGE_PROMPTS, JudgeScorer
 from arbitrage.prm.registry import load_scorer
 from arbitrage.prm.remote import RemoteScorer
@@ -55,22 +55,30 @@ def test_prompt_puts_steps_before_the_question_to_the_judge(judge: JudgeScorer) 
     assert shorter[:common] == longer[:common]
 
 
-def test_consecutive_steps_reuse_the_kv_cache(judge: JudgeScorer) -> None:
-    model = judge.model
-    first = judge.score(QUESTION, STEPS[:1])
-    assert first.prefill_tokens == first.prompt_tokens  # cold cache
-    second = judge.score(QUESTION, STEPS[:2])
-    head = len(judge.head_tokens(QUESTION))
-    step1 = len(model.tokenize(f"Step 1: {STEPS[0]}\n\n"))
-    step2 = len(model.tokenize(f"Step 2: {STEPS[1]}\n\n"))
-    closing = second.prompt_tokens - head - step1 - step2  # the question to the judge, the turn markers
-    # prefilled: the new step and the closing question; nothing of the problem or of step 1
-    assert step2 <= second.prefill_tokens <= step2 + closing
-    assert second.prefill_tokens < second.prompt_tokens - head
-    # the oracle's other candidate for the same prefix likewise prefills only its own step and the closing
-    other = judge.score(QUESTION, [STEPS[0], "He buys 5 more, so 3 + 5 = 9 apples."])
-    other_step = len(model.tokenize("Step 2: He buys 5 more, so 3 + 5 = 9 apples.\n\n"))
-    assert other.prefill_tokens <= other_step + closing
+@pytest.mark.parametrize("determinism", ["off", "aligned"])
+def test_consecutive_steps_reuse_the_kv_cache(determinism: str) -> None:
+    judge = JudgeScorer(load("smollm2-135m", determinism=determinism), JUDGE_PROMPTS["strict"])
+    try:
+        model = judge.model
+        # aligned mode reuses whole 32-token chunks only: the partial chunk before the new text is
+        # evaluated again (so a score does not depend on what the cache held)
+        slack = ALIGNED_CHUNK - 1 if determinism == "aligned" else 0
+        first = judge.score(QUESTION, STEPS[:1])
+        assert first.prefill_tokens == first.prompt_tokens  # cold cache
+        second = judge.score(QUESTION, STEPS[:2])
+        head = len(judge.head_tokens(QUESTION))
+        step1 = len(model.tokenize(f"Step 1: {STEPS[0]}\n\n"))
+        step2 = len(model.tokenize(f"Step 2: {STEPS[1]}\n\n"))
+        closing = second.prompt_tokens - head - step1 - step2  # the question to the judge, the turn markers
+        # prefilled: the new step and the closing question; nothing of the problem or of step 1
+        assert step2 <= second.prefill_tokens <= step2 + closing + slack
+        assert second.prefill_tokens < second.prompt_tokens - head + slack
+        # the oracle's other candidate for the same prefix likewise prefills only its own step and the closing
+        other = judge.score(QUESTION, [STEPS[0], "He buys 5 more, so 3 + 5 = 9 apples."])
+        other_step = len(model.tokenize("Step 2: He buys 5 more, so 3 + 5 = 9 apples.\n\n"))
+        assert other.prefill_tokens <= other_step + closing + slack
+    finally:
+        judge.close()
 
 
 def test_judge_with_its_own_check(judge: JudgeScorer) -> None:
