@@ -14,7 +14,8 @@ both (``s_d``, ``s_t``, computed at collection) and the target's verification of
    - every candidate score for routing, on draft steps: AUROC against "the draft's step does not reach
      the answer" (step quality) and against ``y_outcome`` (the target's step does better than the
      draft's: the label routing wants, escalating helps). Scores are oriented so that higher means
-     "escalate".
+     "escalate". Each score's AUROC against step quality is also compared with the PRM's (RSD's
+     signal) on the same steps: the difference with a paired interval.
 
 Writes ``OUT/real_steps.json`` and ``OUT/real_steps.png`` and prints a table::
 
@@ -67,6 +68,9 @@ SCORES: dict[str, Callable[[dict[str, Any]], float | None]] = {
 }
 
 
+BASELINE = "PRM reward of z_d (low)"  # RSD's signal: every other score is compared with it, paired
+
+
 def auroc(scores: np.ndarray, labels: np.ndarray) -> float | None:
     from arbitrage.prm.evaluate import auroc as _auroc
 
@@ -89,6 +93,27 @@ def grouped_auroc(scores: list[float], labels: list[int], groups: list[str]) -> 
     low, high = np.percentile(values, [2.5, 97.5]).tolist() if values else (None, None)
     return {"auroc": point, "ci": [low, high], "n": len(s), "positives": int(y.sum()),
             "questions": len(ids)}  # fmt: skip
+
+
+def grouped_auroc_difference(
+    first: list[float], second: list[float], labels: list[int], groups: list[str]
+) -> dict[str, Any]:
+    """AUROC(first) − AUROC(second) on the same steps, with a paired 95% interval (questions resampled)."""
+    a, b = np.asarray(first, dtype=float), np.asarray(second, dtype=float)
+    y, g = np.asarray(labels, dtype=int), np.asarray(groups)
+    auc_a, auc_b = auroc(a, y), auroc(b, y)
+    point = None if auc_a is None or auc_b is None else auc_a - auc_b
+    ids = np.unique(g)
+    members = {q: np.nonzero(g == q)[0] for q in ids}
+    rng = np.random.default_rng(0)
+    values = []
+    for _ in range(RESAMPLES):
+        idx = np.concatenate([members[q] for q in rng.choice(ids, size=len(ids))])
+        va, vb = auroc(a[idx], y[idx]), auroc(b[idx], y[idx])
+        if va is not None and vb is not None:
+            values.append(va - vb)
+    low, high = np.percentile(values, [2.5, 97.5]).tolist() if values else (None, None)
+    return {"difference": point, "ci": [low, high], "n": len(y)}
 
 
 def gold_answers() -> dict[str, str]:
@@ -140,6 +165,7 @@ def measure(rows: list[dict[str, Any]], steps: list[dict[str, Any]]) -> dict[str
         "identical_candidates": float(np.mean([r["z_d"] == r["z_t"] for r in rows])),
     }
     routing: dict[str, Any] = {}
+    baseline = SCORES[BASELINE]
     for name, score in SCORES.items():
         usable = [(score(r), r) for r in rows]
         usable = [(v, r) for v, r in usable if v is not None and np.isfinite(v)]
@@ -147,12 +173,15 @@ def measure(rows: list[dict[str, Any]], steps: list[dict[str, Any]]) -> dict[str
             continue
         values = [v for v, _ in usable]
         groups = [r["question_id"] for _, r in usable]
+        wrong = [int(r["outcome_d"] < 0.5) for _, r in usable]
         routing[name] = {
-            "vs_draft_step_wrong": grouped_auroc(
-                values, [int(r["outcome_d"] < 0.5) for _, r in usable], groups
-            ),
+            "vs_draft_step_wrong": grouped_auroc(values, wrong, groups),
             "vs_target_better": grouped_auroc(values, [int(r["y_outcome"]) for _, r in usable], groups),
         }
+        if name != BASELINE:
+            routing[name]["minus_prm_vs_draft_step_wrong"] = grouped_auroc_difference(
+                values, [baseline(r) for _, r in usable], wrong, groups  # type: ignore[misc]
+            )
     result["routing_scores"] = routing
     return result
 
@@ -220,10 +249,21 @@ def main() -> None:
     print(f"label rates: {json.dumps({k: round(v, 3) for k, v in result['label_rates'].items()})}")
     print(f"PRM AUROC on real steps: {fmt(result['prm_real_steps'])}")
     print(f"PRM AUROC on real draft steps: {fmt(result['prm_real_draft_steps'])}")
-    print("| routing score (higher = escalate) | AUROC vs draft step wrong | AUROC vs target better |")
-    print("| --- | --- | --- |")
+    def diff(m: dict[str, Any] | None) -> str:
+        if m is None or m["difference"] is None:
+            return "-"
+        return f"{m['difference']:+.3f} [{m['ci'][0]:+.2f}, {m['ci'][1]:+.2f}]"
+
+    print(
+        "| routing score (higher = escalate) | AUROC vs draft step wrong | minus PRM's, paired "
+        "| AUROC vs target better |"
+    )
+    print("| --- | --- | --- | --- |")
     for name, m in result["routing_scores"].items():
-        print(f"| {name} | {fmt(m['vs_draft_step_wrong'])} | {fmt(m['vs_target_better'])} |")
+        print(
+            f"| {name} | {fmt(m['vs_draft_step_wrong'])} | {diff(m.get('minus_prm_vs_draft_step_wrong'))} "
+            f"| {fmt(m['vs_target_better'])} |"
+        )
 
 
 if __name__ == "__main__":
