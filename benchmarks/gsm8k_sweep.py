@@ -89,33 +89,34 @@ def main() -> None:
             read_config(args.router)
         except RouterError as exc:
             sys.exit(f"error: {exc}")
-    cli = [sys.executable, "-m", "arbitrage.cli.main"]
     verify = args.verify_rates if args.verify_calibration is not None else ""
     grid = points(
         args.router, args.rsd_thresholds, args.oracle_taus, args.router_rates, args.random_ps, verify
     )
-    uptos = [*range(args.block, limit, args.block), limit] if args.block > 0 else [limit]
+    extra = ["--router", str(args.router)] if args.router is not None else []
+    if verify:
+        extra += ["--score", args.verify_score, "--calibration", str(args.verify_calibration)]
+    run_blocks("gsm8k", limit, grid, out, extra, args.block, "GSM8K test", args.dry_run)
+
+
+def run_blocks(
+    dataset: str, limit: int, grid: str, out: Path, extra: list[str], block: int, name: str, dry_run: bool
+) -> None:
+    """``arbitrage sweep`` over ``grid`` on the first ``block`` problems, then the first 2×``block``, ...
+    up to ``limit``, each followed by ``arbitrage report``; prints the last report (exits on a failure)."""
+    cli = [sys.executable, "-m", "arbitrage.cli.main"]
+    uptos = [*range(block, limit, block), limit] if block > 0 else [limit]
     for upto in uptos:
-        sweep = [*cli, "sweep", "--dataset", "gsm8k", "--limit", str(upto), "--points", grid, "--diagnose",
-                 "--out", str(out)]  # fmt: skip
-        if args.router is not None:
-            sweep += ["--router", str(args.router)]
-        if verify:
-            sweep += ["--score", args.verify_score, "--calibration", str(args.verify_calibration)]
-        report = [
-            *cli,
-            "report",
-            str(out),
-            "--title",
-            f"GSM8K test, first {upto} problems, default local models",
-        ]
+        sweep = [*cli, "sweep", "--dataset", dataset, "--limit", str(upto), "--points", grid, "--diagnose",
+                 "--out", str(out), *extra]  # fmt: skip
+        report = [*cli, "report", str(out), "--title", f"{name}, first {upto} problems, default local models"]
         for cmd in (sweep, report):
             print("$", " ".join(cmd[2:]), flush=True)
-            if not args.dry_run:
+            if not dry_run:
                 result = subprocess.run(cmd, check=False)
                 if result.returncode != 0:
                     sys.exit(result.returncode)
-    if not args.dry_run:
+    if not dry_run:
         print((out / "report.md").read_text())
 
 

@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -38,10 +38,6 @@ DATA = ROOT / "data" / "collect" / "gsm8k-train-v2"
 OUT = ROOT / "benchmarks" / "results" / "real_steps"
 PRM_SET = ROOT / "data" / "prm_eval" / "real.jsonl"
 RESAMPLES = 2000
-
-
-def _mean(values: Sequence[float] | None) -> float | None:
-    return float(np.mean(values)) if values else None
 
 
 # Routing scores on a draft step, higher = "escalate" (the target should rewrite it).
@@ -62,8 +58,8 @@ SCORES: dict[str, Callable[[dict[str, Any]], float | None]] = {
         / max(r["t_tokens"], 1)
     ),
     "draft mean token logprob (low)": lambda r: (
-        None if not r["draft_logprobs"] else -_mean(r["draft_logprobs"])
-    ),  # type: ignore[operator]
+        None if not r["draft_logprobs"] else -float(np.mean(r["draft_logprobs"]))
+    ),
     "draft min token logprob (low)": lambda r: None if not r["draft_logprobs"] else -min(r["draft_logprobs"]),
 }
 
@@ -165,10 +161,9 @@ def measure(rows: list[dict[str, Any]], steps: list[dict[str, Any]]) -> dict[str
         "identical_candidates": float(np.mean([r["z_d"] == r["z_t"] for r in rows])),
     }
     routing: dict[str, Any] = {}
-    baseline = SCORES[BASELINE]
     for name, score in SCORES.items():
-        usable = [(score(r), r) for r in rows]
-        usable = [(v, r) for v, r in usable if v is not None and np.isfinite(v)]
+        raw = [(score(r), r) for r in rows]
+        usable = [(v, r) for v, r in raw if v is not None and np.isfinite(v)]
         if not usable:
             continue
         values = [v for v, _ in usable]
@@ -179,8 +174,9 @@ def measure(rows: list[dict[str, Any]], steps: list[dict[str, Any]]) -> dict[str
             "vs_target_better": grouped_auroc(values, [int(r["y_outcome"]) for _, r in usable], groups),
         }
         if name != BASELINE:
+            prm = [-float(r["s_d"]) for _, r in usable]  # the baseline score, set on every collected row
             routing[name]["minus_prm_vs_draft_step_wrong"] = grouped_auroc_difference(
-                values, [baseline(r) for _, r in usable], wrong, groups  # type: ignore[misc]
+                values, prm, wrong, groups
             )
     result["routing_scores"] = routing
     return result
@@ -249,6 +245,7 @@ def main() -> None:
     print(f"label rates: {json.dumps({k: round(v, 3) for k, v in result['label_rates'].items()})}")
     print(f"PRM AUROC on real steps: {fmt(result['prm_real_steps'])}")
     print(f"PRM AUROC on real draft steps: {fmt(result['prm_real_draft_steps'])}")
+
     def diff(m: dict[str, Any] | None) -> str:
         if m is None or m["difference"] is None:
             return "-"
