@@ -21,6 +21,7 @@ from arbitrage.policies.verify import (
     VerificationStats,
     VerifyPolicy,
     build_calibration,
+    load_calibration,
     tau_for_rate,
     verification_score,
     write_calibration,
@@ -169,7 +170,7 @@ def test_target_rate_reads_tau_from_a_calibration_file(tmp_path: Path) -> None:
     assert isinstance(policy, VerifyPolicy)
     assert policy.tau == pytest.approx(0.2)
     assert policy.name == "verify(disagree,tau=0.2,rate=0.5)"
-    with pytest.raises(PolicyOptionError, match="has no row for score 'gsi'") as err:
+    with pytest.raises(PolicyOptionError, match="has no row for score 'target_nll'") as err:
         build_policy("verify", policy_options("verify", target_rate=0.5, calibration=str(path)))
     assert err.value.options == ("threshold",)
     with pytest.raises(PolicyOptionError, match="No calibration table at") as err:
@@ -206,3 +207,14 @@ def test_target_rate_without_an_installed_table_asks_for_a_threshold(monkeypatch
         build_policy("verify", policy_options("verify", target_rate=0.3))
     assert err.value.options == ("target_rate", "threshold", "calibration")
     assert "give {threshold} τ" in err.value.template
+
+
+def test_the_installed_calibration_table_serves_target_rate_without_a_file() -> None:
+    table, where = load_calibration(None)
+    assert where == "arbitrage/data/verify_calibration.json"
+    assert set(table) == {"gsi", "target_nll", "target_min_nll", "disagree", "divergence"}
+    low = build_policy("verify", policy_options("verify", target_rate=0.2))
+    high = build_policy("verify", policy_options("verify", target_rate=0.6))
+    assert isinstance(low, VerifyPolicy) and isinstance(high, VerifyPolicy)
+    assert low.score == "target_nll"  # the default score
+    assert low.tau > high.tau  # escalating more steps needs a lower threshold

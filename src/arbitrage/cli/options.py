@@ -63,8 +63,8 @@ TargetRate = Annotated[
 Score = Annotated[
     str | None,
     typer.Option(
-        help="verify: verification score, escalate iff it exceeds --threshold: gsi (default), "
-        "target_nll, target_min_nll, disagree, divergence."
+        help="verify: verification score, escalate iff it exceeds --threshold: target_nll (default), "
+        "gsi, target_min_nll, disagree, divergence."
     ),
 ]
 Calibration = Annotated[

@@ -127,7 +127,9 @@ class VerifyOptions:
     # setting one of two alternatives on top of existing options clears the other (see override())
     ALTERNATIVES: ClassVar[dict[str, str]] = {"threshold": "target_rate", "target_rate": "threshold"}
 
-    score: str = "gsi"  # verification score: gsi, target_nll, target_min_nll, disagree, divergence
+    # verification score: target_nll (the best target-side score on collected real steps, see
+    # benchmarks/results/real_steps), gsi, target_min_nll, disagree, divergence
+    score: str = "target_nll"
     threshold: float | None = None  # τ: escalate iff score > τ (the score's own units)
     target_rate: float | None = None  # or: the share of steps to escalate, in [0, 1] (τ from calibration)
     calibration: str | None = None  # calibration table (JSON) for target_rate; default: the packaged one

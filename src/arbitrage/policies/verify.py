@@ -7,7 +7,7 @@ escalates iff ``score > τ``:
 
 - ``gsi``: ``−(mean log π_target − mean log π_draft)``, each mean per token of the step in the model's
   own tokenisation: the tilted score of GSI (arXiv 2506.04118) per token, negated.
-- ``target_nll``: ``−mean log π_target`` per verified token.
+- ``target_nll`` (the default): ``−mean log π_target`` per verified token.
 - ``target_min_nll``: ``−min log π_target`` over the verified tokens.
 - ``disagree``: share of verified tokens that are not the target's greedy choice.
 - ``divergence``: ``1 − first_divergence / n`` (0 when the target agrees throughout).
