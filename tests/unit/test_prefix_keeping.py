@@ -12,12 +12,12 @@ from arbitrage.backends.scripted import ScriptedGenerator
 from arbitrage.engine import Engine, EngineConfig
 from arbitrage.errors import ConfigError
 from arbitrage.evaluation.datasets import Problem
-from arbitrage.evaluation.records import read_records
+from arbitrage.evaluation.records import ProblemRecord, read_records
 from arbitrage.evaluation.report import build_report
 from arbitrage.evaluation.runner import record_for
 from arbitrage.evaluation.summary import summarize
 from arbitrage.evaluation.sweep import parse_points, run_sweep, sweep_policies
-from arbitrage.policies import StepView, TargetOnlyPolicy
+from arbitrage.policies import DraftOnlyPolicy, StepView, TargetOnlyPolicy
 from arbitrage.trace import Decision
 
 # the draft agrees with the target on a prefix of every step but the second (which it gets all right)
@@ -147,6 +147,11 @@ def test_the_verification_cost_is_in_the_latency_and_the_records() -> None:
     assert record.correct
     assert record.verify_calls == 4
     assert record.verify_seconds == pytest.approx(usage.verify_seconds)
+    assert record.verify_prefill_tokens == verified
+    assert ProblemRecord.from_dict(record.to_dict()) == record  # the sparse key survives the JSON line
+    unverified = Engine(*models(), DraftOnlyPolicy()).solve("q?")
+    line = record_for(Problem(id="2", question="q?", answer="5", dataset="toy"), unverified).to_dict()
+    assert "verify_prefill_tokens" not in line
     assert record.kept_tokens == sum(KEPT)
     assert record.target_seconds == pytest.approx(usage.seconds)
     assert record.latency_seconds == pytest.approx(

@@ -163,6 +163,23 @@ def test_report_names_replayed_calls_and_compares_curves(tmp_path: Path) -> None
     assert curves["router_vs_rsd"][0]["difference"] == pytest.approx(0.05)
 
 
+def test_report_compares_verify_points_with_rsd_and_target(tmp_path: Path) -> None:
+    rows = []
+    for family, acc, acceptance, lat in [("target", 0.6, 0.0, 40.0), ("verify", 0.5, 0.8, 15.0),
+                                         ("verify", 0.6, 0.4, 25.0), ("rsd", 0.5, 0.6, 25.0)]:  # fmt: skip
+        rows.append({"point": family, "policy_name": family, "param": None, "value": None, "policy": family,
+                     "accuracy": acc, "accuracy_ci": [acc - 0.1, acc + 0.1], "problems": 100,
+                     "acceptance_rate": acceptance, "latency_mean_s": lat, "latency_median_s": lat,
+                     "target_call_rate": 1 - acceptance, "escalations": 10, "wasted_escalations": None,
+                     "replayed_calls": 0, "live_calls": 10, "replayed_prm_calls": 0, "live_prm_calls": 0})  # fmt: skip
+    (tmp_path / "sweep.json").write_text(json.dumps(rows))
+    build_report(tmp_path)
+    curves = json.loads((tmp_path / "curves.json").read_text())
+    assert curves["verify_vs_rsd"][0]["difference"] == pytest.approx(0.05)
+    pairs = {(r["policy"], r["versus"]) for r in json.loads((tmp_path / "speedups.json").read_text())}
+    assert {("verify", "rsd"), ("verify", "target")} <= pairs
+
+
 class ReplayingScripted(ScriptedGenerator):
     """A scripted model that can replay: records the replays and charges a fixed live prefill."""
 

@@ -37,7 +37,7 @@ RECORDS = "records.jsonl"
 ERRORED_KEYS = ("id", "dataset", "gold", "error", "correct", "predicted")
 # keys written only when not zero (a policy that verifies, prefix keeping), so every other line keeps
 # the keys it always had
-SPARSE_KEYS = ("kept_tokens", "verify_calls", "verify_seconds")
+SPARSE_KEYS = ("kept_tokens", "verify_calls", "verify_seconds", "verify_prefill_tokens")
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,7 +69,7 @@ class ProblemRecord:
     draft_seconds: float = 0.0  # Σ measured draft call seconds (prefill + decode), replays included
     target_seconds: float = 0.0  # Σ measured target call seconds (verifications included), replays included
     draft_prefill_tokens: int = 0  # context tokens the draft evaluated (not reused from its KV cache)
-    target_prefill_tokens: int = 0  # same for the target
+    target_prefill_tokens: int = 0  # same for the target's step calls (verifications: verify_prefill_tokens)
     policy_seconds: float = 0.0  # PRM / router seconds inside the latency (replayed scores included)
     wall_seconds: float = 0.0  # wall clock of the solve, diagnostics included (information only)
     # cost latency, seconds: draft_seconds + target_seconds + policy_seconds (see the module docstring);
@@ -82,6 +82,7 @@ class ProblemRecord:
     kept_tokens: int = 0  # target decode tokens saved by keeping verified draft prefixes (prefix keeping)
     verify_calls: int = 0  # target verifications of draft steps (their seconds are in target_seconds)
     verify_seconds: float = 0.0  # Σ seconds of those verifications
+    verify_prefill_tokens: int = 0  # tokens they evaluated (context the target had not seen, and the step)
     route: str = ""  # one letter per accepted step: "D" draft, "T" target
     solution: str = ""  # the steps joined by the run's separator
 

@@ -45,7 +45,7 @@ from arbitrage.evaluation.bootstrap import (
 from arbitrage.evaluation.records import RECORDS, ProblemRecord, read_records
 from arbitrage.evaluation.summary import summarize
 
-FAMILY_ORDER = ("router", "oracle", "rsd", "random")
+FAMILY_ORDER = ("router", "verify", "oracle", "rsd", "random")
 CONTROL_FAMILIES = ("draft", "target", "random")  # the random control: draft-only, target-only, random
 
 
@@ -359,7 +359,15 @@ def _plot(points: list[Point], x: str, xlabel: str, path: Path, title: str) -> N
     plt.close(fig)
 
 
-CURVE_PAIRS = (("router", "rsd"), ("rsd", "router"), ("oracle", "rsd"), ("router", "oracle"))
+CURVE_PAIRS = (
+    ("router", "rsd"),
+    ("rsd", "router"),
+    ("verify", "rsd"),
+    ("rsd", "verify"),
+    ("router", "verify"),
+    ("oracle", "rsd"),
+    ("router", "oracle"),
+)
 
 
 def compare(points: list[Point], boot: Resampled | None) -> dict[str, Any]:

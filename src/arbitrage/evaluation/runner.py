@@ -76,6 +76,7 @@ def record_for(problem: Problem, trace: SolveTrace | None, error: str | None = N
         kept_tokens=target.kept_tokens,
         verify_calls=target.verify_calls,
         verify_seconds=target.verify_seconds,
+        verify_prefill_tokens=target.verify_prefill_tokens,
         route="".join("T" if s.role == "target" else "D" for s in trace.steps),
         solution=trace.solution,
     )
