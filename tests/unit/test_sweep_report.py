@@ -14,6 +14,7 @@ from arbitrage.engine import EngineConfig
 from arbitrage.errors import ConfigError
 from arbitrage.evaluation.datasets import Problem
 from arbitrage.evaluation.report import Point, build_report, latency_at, speedups, unmatched
+from arbitrage.evaluation.report import load_points as build_report_points
 from arbitrage.evaluation.sweep import SweepPoint, parse_points, run_sweep, sweep_policies
 
 
@@ -70,6 +71,16 @@ def test_run_sweep_shares_the_cache_between_points(tmp_path: Path) -> None:
         assert len(keys) == len(set(keys))
     data = json.loads((tmp_path / "sweep.json").read_text())
     assert [d["point"] for d in data] == ["draft", "target", "random_p=0.5"]
+    # a later run into the same folder that reaches only some points (a stopped block, a subset) keeps the
+    # others in sweep.json, in place, and replaces the ones it ran
+    more = [*problems, Problem("2", "three minus one", "2", "toy")]
+    run_sweep(
+        more, cd, ct, sweep_policies([SweepPoint("target")], {}), tmp_path, EngineConfig(), {"data": "toy"}
+    )
+    data = json.loads((tmp_path / "sweep.json").read_text())
+    assert [d["point"] for d in data] == ["draft", "target", "random_p=0.5"]
+    assert [d["problems"] for d in data] == [2, 3, 2]
+    assert [p.key for p in build_report_points(tmp_path)] == ["draft", "target", "random_p=0.5"]
 
 
 def pt(family: str, acc: float, lat: float, acc_rate: float = 0.5) -> Point:

@@ -180,8 +180,8 @@ def markdown(
             f"The comparisons below are paired: every point on the same {boot['problems']} problems, the "
             "ones that every point completed"
             + (
-                f" (problem(s) {', '.join(excluded)} errored in some point and are left out of every point "
-                "here, so their figures can differ slightly from the table above)."
+                f" (problem(s) {', '.join(excluded)} errored in, or were not yet run by, some point and are "
+                "left out of every point here, so their figures can differ from the table above)."
                 if excluded
                 else "."
             ),

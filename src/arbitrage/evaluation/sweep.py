@@ -124,9 +124,24 @@ def run_sweep(
 
 
 def _write(out: Path, results: list[tuple[SweepPoint, EvalSummary]]) -> None:
+    """Write ``OUT/sweep.json``: this run's points, and the points of earlier runs into the same folder that
+    this run has not (yet) reached, so a stopped or partial run never hides the points already there."""
     data = [
         {"point": point.slug, "policy_name": point.policy, "param": point.param, "value": point.value,
          **summary.to_dict()}
         for point, summary in results
     ]  # fmt: skip
-    (out / "sweep.json").write_text(json.dumps(data, indent=2))
+    path = out / "sweep.json"
+    previous: Any = []
+    if path.is_file():
+        try:
+            previous = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            previous = []
+    rows = (
+        {r["point"]: r for r in previous if isinstance(r, dict) and "point" in r}
+        if isinstance(previous, list)
+        else {}
+    )
+    rows.update({row["point"]: row for row in data})  # this run's rows replace theirs, in place
+    path.write_text(json.dumps(list(rows.values()), indent=2))
