@@ -14,6 +14,10 @@ command.
     python benchmarks/gsm8k_sweep.py                      # 100 problems -> benchmarks/results/gsm8k_sweep
     python benchmarks/gsm8k_sweep.py --quick              # 20 problems  -> benchmarks/results/gsm8k_sweep_quick
     python benchmarks/gsm8k_sweep.py --router runs/routers/features
+    python benchmarks/gsm8k_sweep.py --router data/routers/features --router-variant both=runs/routers/both
+
+``--router-variant NAME=PATH`` (repeatable) adds a second router's points next to ``--router``'s, as the
+report's family ``router@NAME`` (e.g. a router on the target's verification of the step).
 
 The RSD thresholds span the default PRM's (judge+arith) rewards of draft steps: on the collected GSM8K-train
 pairs (data/collect/gsm8k-train) 33% fall below 0.7, 61% below 0.8 and 91% below 0.9, so the RSD points
@@ -26,6 +30,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
+from collections.abc import Sequence
 from pathlib import Path
 
 from arbitrage.errors import RouterError
@@ -39,7 +44,13 @@ ROUTER_RATES = "0.2,0.4,0.6"
 
 
 def points(
-    router: Path | None, rsd: str, oracle: str, rates: str, random: str = RANDOM_PS, verify: str = ""
+    router: Path | None,
+    rsd: str,
+    oracle: str,
+    rates: str,
+    random: str = RANDOM_PS,
+    verify: str = "",
+    variants: Sequence[str] = (),
 ) -> str:
     """The sweep grid: the cheap points first, so that later ones replay their cached steps."""
     grid = ["draft"]
@@ -50,8 +61,17 @@ def points(
         grid.append(f"verify:target_rate={verify}")
     if router is not None:
         grid.append(f"router:target_rate={rates}")
+    grid += [f"router@{name}:target_rate={rates}" for name in variants]
     grid += [f"oracle:tau={oracle}", "target"]
     return "; ".join(grid)
+
+
+def router_variant(spec: str) -> tuple[str, Path]:
+    """``NAME=PATH`` of ``--router-variant``."""
+    name, eq, path = spec.partition("=")
+    if not eq or not name or not path:
+        raise argparse.ArgumentTypeError(f"expected NAME=PATH, got {spec!r}")
+    return name, Path(path)
 
 
 def main() -> None:
@@ -59,6 +79,13 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="20 problems into gsm8k_sweep_quick")
     ap.add_argument("--limit", type=int, help="problems (default 100, or 20 with --quick)")
     ap.add_argument("--router", type=Path, help="a trained router folder: adds the router points")
+    ap.add_argument(
+        "--router-variant",
+        type=router_variant,
+        action="append",
+        default=[],
+        help="NAME=PATH: another router's points, as family router@NAME (repeatable)",
+    )
     ap.add_argument("--random-ps", default=RANDOM_PS, help="random control's p values ('' for none)")
     ap.add_argument("--rsd-thresholds", default=RSD_THRESHOLDS)
     ap.add_argument("--oracle-taus", default=ORACLE_TAUS)
@@ -68,7 +95,7 @@ def main() -> None:
         type=Path,
         help="a verify calibration table (arbitrage calibrate-verify): adds the verify points",
     )
-    ap.add_argument("--verify-score", default="gsi", help="the verify policy's score")
+    ap.add_argument("--verify-score", help="the verify policy's score (default: the policy's)")
     ap.add_argument("--verify-rates", default=ROUTER_RATES, help="the verify points' target rates")
     ap.add_argument(
         "--out", type=Path, help="results folder (default benchmarks/results/gsm8k_sweep[_quick])"
@@ -84,18 +111,24 @@ def main() -> None:
     args = ap.parse_args()
     limit = args.limit or (20 if args.quick else 100)
     out = args.out or ROOT / "benchmarks" / "results" / ("gsm8k_sweep_quick" if args.quick else "gsm8k_sweep")
-    if args.router is not None:
-        try:
-            read_config(args.router)
-        except RouterError as exc:
-            sys.exit(f"error: {exc}")
+    for path in [args.router, *(path for _, path in args.router_variant)]:
+        if path is not None:
+            try:
+                read_config(path)
+            except RouterError as exc:
+                sys.exit(f"error: {exc}")
     verify = args.verify_rates if args.verify_calibration is not None else ""
+    names = [name for name, _ in args.router_variant]
     grid = points(
-        args.router, args.rsd_thresholds, args.oracle_taus, args.router_rates, args.random_ps, verify
+        args.router, args.rsd_thresholds, args.oracle_taus, args.router_rates, args.random_ps, verify, names
     )
     extra = ["--router", str(args.router)] if args.router is not None else []
+    for name, path in args.router_variant:
+        extra += ["--variant", f"{name}: path={path}"]
     if verify:
-        extra += ["--score", args.verify_score, "--calibration", str(args.verify_calibration)]
+        extra += ["--calibration", str(args.verify_calibration)]
+        if args.verify_score:
+            extra += ["--score", args.verify_score]
     run_blocks("gsm8k", limit, grid, out, extra, args.block, "GSM8K test", args.dry_run)
 
 

@@ -55,6 +55,9 @@ def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
         (["solve", "What is 1+1?", "--policy", "oracle", "--prm", "judge:x#nope"], "Unknown judge prompt"),
         (["eval-prm", "--data", "/nonexistent.jsonl", "--prm", "arith"], "Step-labelled set not found"),
         (["eval-prm", "--data", "/nonexistent.jsonl", "--limit", "0"], "--limit must be positive"),
+        (["sweep", "--points", "random@b:p=0.5"], "uses variant 'b', which no variant defines"),
+        (["sweep", "--points", "random@b:p=0.5", "--variant", "b: tau=1"], "sets 'tau', not an option"),
+        (["sweep", "--points", "random@b:p=0.5", "--variant", "b tau=1"], "Bad variant 'b tau=1'"),
     ],
 )
 def test_bad_input_is_one_line_and_nonzero(args: list[str], message: str) -> None:

@@ -15,7 +15,14 @@ from arbitrage.errors import ConfigError
 from arbitrage.evaluation.datasets import Problem
 from arbitrage.evaluation.report import Point, build_report, latency_at, speedups, unmatched
 from arbitrage.evaluation.report import load_points as build_report_points
-from arbitrage.evaluation.sweep import SweepPoint, parse_points, run_sweep, sweep_policies
+from arbitrage.evaluation.sweep import (
+    SweepPoint,
+    parse_points,
+    parse_variant,
+    point_options,
+    run_sweep,
+    sweep_policies,
+)
 
 
 def test_step_cache_replays_with_stored_costs(tmp_path: Path) -> None:
@@ -49,6 +56,28 @@ def test_parse_points() -> None:
     for bad in ("random:q=1", "random:p=abc", "random:p", "", "random:threshold=0.5", "rsd:path=1", "nope"):
         with pytest.raises(ConfigError):
             parse_points(bad)
+
+
+def test_variants_run_one_policy_with_other_fixed_options_as_a_family_of_its_own() -> None:
+    points = parse_points("random:p=0.5; random@other:p=0.5; draft@again")
+    assert [(p.slug, p.family) for p in points] == [
+        ("random_p=0.5", "random"), ("random@other_p=0.5", "random@other"), ("draft@again", "draft@again")
+    ]  # fmt: skip
+    name, values = parse_variant(" other : seed = 7 ")
+    assert (name, values) == ("other", {"seed": "7"})
+    options = point_options(points[1], {"seed": 1}, {"other": values})
+    assert (options.p, options.seed) == (0.5, 7)  # the variant's option over the base, coerced
+    assert point_options(points[0], {"seed": 1}, {"other": values}).seed == 1
+    with pytest.raises(ConfigError, match="variant 'other', which no variant defines"):
+        point_options(points[1], {}, {})
+    with pytest.raises(ConfigError, match="sets 'threshold', not an option of the random policy"):
+        point_options(points[1], {}, {"other": {"threshold": "0.5"}})
+    for bad in ("random:p=0.5; random:p=0.5", "random@:p=0.5", "random@a b:p=0.5"):
+        with pytest.raises(ConfigError):
+            parse_points(bad)
+    for bad in ("other", "other:", "other: seed", "other: =3", "a b: seed=1"):
+        with pytest.raises(ConfigError):
+            parse_variant(bad)
 
 
 def test_run_sweep_shares_the_cache_between_points(tmp_path: Path) -> None:
@@ -191,6 +220,35 @@ def test_report_compares_verify_points_with_rsd_and_target(tmp_path: Path) -> No
     assert {("verify", "rsd"), ("verify", "target")} <= pairs
 
 
+def test_report_compares_a_variant_with_its_plain_family_and_the_others(tmp_path: Path) -> None:
+    from arbitrage.evaluation.report import curve_pairs
+
+    rows = []
+    for family, acc, acceptance, lat in [("target", 0.6, 0.0, 40.0), ("router", 0.5, 0.8, 15.0),
+                                         ("router", 0.6, 0.4, 25.0), ("router@both", 0.55, 0.8, 16.0),
+                                         ("router@both", 0.7, 0.4, 26.0), ("rsd", 0.5, 0.6, 25.0)]:  # fmt: skip
+        policy, _, variant = family.partition("@")
+        rows.append({"point": f"{family}{lat}", "policy_name": policy, "variant": variant or None,
+                     "family": family, "param": None, "value": None, "policy": f"{family}({lat})",
+                     "accuracy": acc, "accuracy_ci": [acc - 0.1, acc + 0.1], "problems": 100,
+                     "acceptance_rate": acceptance, "latency_mean_s": lat, "latency_median_s": lat,
+                     "target_call_rate": 1 - acceptance, "escalations": 10, "wasted_escalations": None,
+                     "replayed_calls": 0, "live_calls": 10, "replayed_prm_calls": 0, "live_prm_calls": 0})  # fmt: skip
+    (tmp_path / "sweep.json").write_text(json.dumps(rows))
+    assert {p.family for p in build_report_points(tmp_path)} == {"target", "router", "router@both", "rsd"}
+    assert curve_pairs(["rsd", "router@both", "router", "target"]) == [
+        ("router", "rsd"), ("router@both", "rsd"), ("rsd", "router"), ("rsd", "router@both"),
+        ("router@both", "router"),
+    ]  # fmt: skip
+    report = build_report(tmp_path).read_text()
+    curves = json.loads((tmp_path / "curves.json").read_text())
+    assert curves["router@both_vs_rsd"][0]["difference"] == pytest.approx(0.125)  # 0.625 at 0.6 vs 0.5
+    assert curves["router@both_vs_router"][0]["difference"] == pytest.approx(0.1)  # at 0.4: 0.7 vs 0.6
+    pairs = {(r["policy"], r["versus"]) for r in json.loads((tmp_path / "speedups.json").read_text())}
+    assert {("router", "router@both"), ("router@both", "rsd"), ("router@both", "target")} <= pairs
+    assert "## router@both vs router" in report
+
+
 class ReplayingScripted(ScriptedGenerator):
     """A scripted model that can replay: records the replays and charges a fixed live prefill."""
 
@@ -221,3 +279,26 @@ def test_a_replayed_step_is_charged_the_live_prefill_when_the_model_can_replay(t
     stored = plain.generate_step(ctx, params)
     assert stored.extra["replay_prefill"] == "stored"
     assert stored.prefill_seconds == live.prefill_seconds
+
+
+def test_the_standard_sweep_grid_parses_with_a_router_variant() -> None:
+    import shlex
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    router = root / "data" / "routers" / "features"
+    result = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "gsm8k_sweep.py"), "--dry-run", "--limit", "10",
+         "--router", str(router), "--router-variant", f"both={router}"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    sweep = result.stdout.splitlines()[0]
+    grid = sweep.split("--points ")[1].split(" --diagnose")[0]
+    variant = shlex.split(sweep.split("--variant ")[1])[0:2]
+    points = parse_points(grid)
+    assert [p.slug for p in points if p.policy == "router"] == [
+        f"router{v}_target_rate={r}" for v in ("", "@both") for r in (0.2, 0.4, 0.6)
+    ]
+    name, values = parse_variant(" ".join(variant))
+    assert (name, values) == ("both", {"path": str(router)})

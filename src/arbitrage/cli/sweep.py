@@ -26,9 +26,17 @@ def sweep(
         str,
         typer.Option(
             help="Grid: 'draft; target; random:p=0.25,0.5; rsd:threshold=0.5,0.7; oracle:tau=0,0.1; "
-            "router:target_rate=0.2,0.4; verify:threshold=0.5,1.0' (router points need --router)."
+            "router:target_rate=0.2,0.4; verify:threshold=0.5,1.0' (router points need --router). "
+            "policy@NAME points take the options of --variant NAME."
         ),
     ] = DEFAULT_POINTS,
+    variant: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="A named set of fixed options for policy@NAME points, e.g. 'both: path=runs/routers/both' "
+            "for router@both:target_rate=0.2,0.4 next to the --router points (repeatable).",
+        ),
+    ] = None,
     prm: opt.Prm = DEFAULT_PRM,
     target_samples: opt.TargetSamples = 1,
     diagnose: opt.Diagnose = False,
@@ -74,16 +82,17 @@ def sweep(
     from arbitrage.cli.render import print_sweep_table
     from arbitrage.engine import EngineConfig
     from arbitrage.evaluation.datasets import load_problems
-    from arbitrage.evaluation.sweep import parse_points, point_options, run_sweep
+    from arbitrage.evaluation.sweep import parse_points, parse_variant, point_options, run_sweep
     from arbitrage.run import RunSpec
 
     grid = parse_points(points)
+    variants = dict(parse_variant(v) for v in variant or [])
     base = {"seed": seed, "path": str(router) if router else None, "target_samples": target_samples,
             "diagnose": diagnose, "score": score,
             "calibration": str(calibration) if calibration else None}  # fmt: skip
     with flag_errors():  # every point's options, checked before any data or model loads
-        choices = [(point.policy, point_options(point, {k: v for k, v in base.items() if v is not None}))
-                   for point in grid]  # fmt: skip
+        given = {k: v for k, v in base.items() if v is not None}
+        choices = [(point.policy, point_options(point, given, variants)) for point in grid]
     name, problems = load_problems(dataset, data_file, question_field, answer_field, data_dir, offset, limit)
     config = EngineConfig(
         step=step_params(separator, max_step_tokens, 0.0, seed),

@@ -27,7 +27,7 @@ import itertools
 import json
 import math
 from collections import defaultdict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -53,7 +53,7 @@ CONTROL_FAMILIES = ("draft", "target", "random")  # the random control: draft-on
 class Point:
     """One sweep point as the report sees it."""
 
-    family: str  # policy family: draft, target, random, rsd, oracle, router, verify
+    family: str  # policy family: draft, target, random, rsd, oracle, router, verify, or policy@variant
     label: str
     accuracy: float  # correct / completed problems (errored ones left out)
     acceptance: float  # step-level acceptance rate
@@ -81,7 +81,7 @@ class Point:
 
 def _point(row: dict[str, Any]) -> Point:
     return Point(
-        family=row["policy_name"],
+        family=str(row.get("family") or row["policy_name"]),
         label=row["policy"],
         accuracy=row["accuracy"],
         acceptance=row["acceptance_rate"] if row["acceptance_rate"] is not None else float("nan"),
@@ -162,9 +162,37 @@ def _families(points: list[Point]) -> dict[str, list[Point]]:
     return families
 
 
+def base_family(family: str) -> str:
+    """The policy of a family: ``router`` for ``router@both``."""
+    return family.partition("@")[0]
+
+
+def _ordered(families: Iterable[str]) -> list[str]:
+    """The compared families present, in ``FAMILY_ORDER`` of their policy, a policy's variants after
+    its plain family."""
+    present = [f for f in families if base_family(f) in FAMILY_ORDER]
+    return sorted(present, key=lambda f: (FAMILY_ORDER.index(base_family(f)), "@" in f, f))
+
+
+def curve_pairs(families: Iterable[str]) -> list[tuple[str, str]]:
+    """The (family, versus) curve comparisons among ``families``: each of ``CURVE_PAIRS`` for every
+    variant of its two policies, and each variant against its policy's plain family."""
+    present = _ordered(families)
+    pairs = [
+        (f, v)
+        for a, b in CURVE_PAIRS
+        for f in present
+        if base_family(f) == a
+        for v in present
+        if base_family(v) == b
+    ]
+    pairs += [(f, base_family(f)) for f in present if "@" in f and base_family(f) in present]
+    return pairs
+
+
 def _pairs(families: dict[str, list[Point]]) -> list[tuple[str, str]]:
     """(policy, versus) family pairs to compare: each family against the later ones, then target-only."""
-    present = [f for f in FAMILY_ORDER if f in families]
+    present = _ordered(families)
     pairs = [(a, b) for i, a in enumerate(present) for b in present[i + 1 :]]
     if "target" in families:
         pairs += [(a, "target") for a in present]
@@ -373,14 +401,15 @@ CURVE_PAIRS = (
 def compare(points: list[Point], boot: Resampled | None) -> dict[str, Any]:
     """Speedups, curve differences and lifts over random, each row with its interval when ``boot``."""
     table = speedups(points)
-    curves = {f"{f}_vs_{v}": rows for f, v in CURVE_PAIRS if (rows := curve_comparison(points, f, v))}
+    pairs = curve_pairs({p.family for p in points})
+    curves = {f"{f}_vs_{v}": rows for f, v in pairs if (rows := curve_comparison(points, f, v))}
     lifts = random_lifts(points)
     if boot is not None:
 
         def derive(pts: list[Point]) -> dict[Hashable, float | None]:
             out: dict[Hashable, float | None] = {}
             out.update({("speedup", r["policy"], r["versus"]): r["speedup"] for r in speedups(pts)})
-            for f, v in CURVE_PAIRS:
+            for f, v in pairs:
                 out.update(
                     {("curve", f, v, r["point"]): r["difference"] for r in curve_comparison(pts, f, v)}
                 )

@@ -8,6 +8,12 @@ A point's parameter must be a numeric option of that policy (:mod:`arbitrage.pol
 options a point does not vary come from the sweep's base values (seed, router path, ...), each policy
 taking the ones it has. Each point runs through the resumable evaluation runner into
 ``OUT/<point>/``; ``OUT/sweep.json`` collects every point's summary for ``arbitrage report``.
+
+A *variant* runs one policy with other fixed options next to its plain points, e.g. two routers in one
+sweep: ``router@both:target_rate=0.2,0.4`` takes the options of variant ``both``, defined as
+``both: path=runs/routers/both`` (:func:`parse_variant`), on top of the base values. A variant is a
+family of its own in the report (``router@both`` next to ``router``), and its points live in
+``OUT/router@both_target_rate=0.2/``.
 """
 
 from __future__ import annotations
@@ -42,21 +48,33 @@ class SweepPoint:
     policy: str  # policy name, e.g. "rsd"
     param: str | None = None  # the option of the policy varied, e.g. "threshold"
     value: float | None = None  # its value at this point
+    variant: str | None = None  # a named set of fixed options (see parse_variant), e.g. "both"
+
+    @property
+    def family(self) -> str:
+        """The report's family of the point: the policy, or ``policy@variant``."""
+        return self.policy if self.variant is None else f"{self.policy}@{self.variant}"
 
     @property
     def slug(self) -> str:
-        return self.policy if self.param is None else f"{self.policy}_{self.param}={self.value:g}"
+        return self.family if self.param is None else f"{self.family}_{self.param}={self.value:g}"
+
+
+_LABEL = r"[A-Za-z0-9][A-Za-z0-9_-]*"
 
 
 def parse_points(spec: str) -> list[SweepPoint]:
     """Parse a grid spec (see the module docstring) into points, validating names and numbers."""
     points: list[SweepPoint] = []
     for chunk in filter(None, (c.strip() for c in spec.split(";"))):
-        name, _, rest = chunk.partition(":")
-        name = name.strip()
+        head, _, rest = chunk.partition(":")
+        name, at, variant = (part.strip() for part in head.partition("@"))
+        if at and not re.fullmatch(_LABEL, variant):
+            raise ConfigError(f"Bad variant name {variant!r} in {chunk!r}: letters, digits, '_' and '-'")
+        label = variant if at else None
         numeric = _numeric_options(name)
         if not rest:
-            points.append(SweepPoint(name))
+            points.append(SweepPoint(name, variant=label))
             continue
         match = re.fullmatch(r"\s*(\w+)\s*=\s*([-0-9.eE,\s]+)", rest)
         if not match:
@@ -71,10 +89,32 @@ def parse_points(spec: str) -> list[SweepPoint]:
             values = [float(v) for v in match.group(2).split(",") if v.strip()]
         except ValueError as exc:
             raise ConfigError(f"Bad number in sweep point {chunk!r}") from exc
-        points.extend(SweepPoint(name, param, v) for v in values)
+        points.extend(SweepPoint(name, param, v, label) for v in values)
     if not points:
         raise ConfigError("The sweep has no points")
+    slugs = [p.slug for p in points]
+    twice = sorted({s for s in slugs if slugs.count(s) > 1})
+    if twice:
+        raise ConfigError(f"Sweep point {twice[0]} is given twice (give a variant a name: policy@name)")
     return points
+
+
+def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
+    """Parse ``name: key=value, key=value`` into the variant's name and its options (strings, coerced to
+    each option's type when a point uses them), e.g. ``both: path=runs/routers/both``."""
+    name, colon, rest = spec.partition(":")
+    name = name.strip()
+    if not colon or not re.fullmatch(_LABEL, name):
+        raise ConfigError(f"Bad variant {spec!r}: expected NAME: key=value, key=value")
+    values: dict[str, str] = {}
+    for item in filter(None, (i.strip() for i in rest.split(","))):
+        key, eq, value = (part.strip() for part in item.partition("="))
+        if not eq or not re.fullmatch(r"\w+", key) or not value:
+            raise ConfigError(f"Bad option {item!r} in variant {spec!r}: expected key=value")
+        values[key] = value
+    if not values:
+        raise ConfigError(f"Variant {name!r} sets no options: expected NAME: key=value, key=value")
+    return name, values
 
 
 def _numeric_options(policy: str) -> list[str]:
@@ -83,21 +123,42 @@ def _numeric_options(policy: str) -> list[str]:
     return [name for name, kind in types.items() if kind in (int, float, float | None, int | None)]
 
 
-def point_options(point: SweepPoint, base: Mapping[str, Any]) -> Any:
-    """The validated options of ``point``: the ``base`` values its policy has, and the point's value."""
+def point_options(
+    point: SweepPoint, base: Mapping[str, Any], variants: Mapping[str, Mapping[str, Any]] | None = None
+) -> Any:
+    """The validated options of ``point``: the ``base`` values its policy has, its variant's options
+    (every one must be an option of the policy), and the point's value."""
     fields = option_types(policy_entry(point.policy).options)
     values = {k: v for k, v in base.items() if k in fields}
+    if point.variant is not None:
+        fixed = (variants or {}).get(point.variant)
+        if fixed is None:
+            raise ConfigError(
+                f"Sweep point {point.slug} uses variant {point.variant!r}, which no variant defines "
+                f"(--variant '{point.variant}: key=value')"
+            )
+        unknown = sorted(set(fixed) - set(fields))
+        if unknown:
+            raise ConfigError(
+                f"Variant {point.variant!r} sets {unknown[0]!r}, not an option of the {point.policy} policy "
+                f"(its options: {', '.join(fields) or 'none'})"
+            )
+        values.update(fixed)
     if point.param is not None:
         values[point.param] = point.value
     return policy_options(point.policy, values)
 
 
 def sweep_policies(
-    points: Sequence[SweepPoint], base: Mapping[str, Any], scorer: StepScorer | None = None
+    points: Sequence[SweepPoint],
+    base: Mapping[str, Any],
+    scorer: StepScorer | None = None,
+    variants: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[tuple[SweepPoint, RoutingPolicy]]:
     """Build every point's policy (all first: a bad parameter fails before hours of work)."""
     return [
-        (point, build_policy(point.policy, point_options(point, base), scorer=scorer)) for point in points
+        (point, build_policy(point.policy, point_options(point, base, variants), scorer=scorer))
+        for point in points
     ]
 
 
@@ -127,8 +188,8 @@ def _write(out: Path, results: list[tuple[SweepPoint, EvalSummary]]) -> None:
     """Write ``OUT/sweep.json``: this run's points, and the points of earlier runs into the same folder that
     this run has not (yet) reached, so a stopped or partial run never hides the points already there."""
     data = [
-        {"point": point.slug, "policy_name": point.policy, "param": point.param, "value": point.value,
-         **summary.to_dict()}
+        {"point": point.slug, "policy_name": point.policy, "variant": point.variant, "family": point.family,
+         "param": point.param, "value": point.value, **summary.to_dict()}
         for point, summary in results
     ]  # fmt: skip
     path = out / "sweep.json"
