@@ -34,6 +34,20 @@ def test_solve_json_trace_attributes_steps_to_both_models() -> None:
     assert trace["stop_reason"] in {"eos", "answer", "max_steps", "max_tokens", "repetition"}
 
 
+def test_the_default_policy_verifies_every_draft_step_at_the_packaged_calibration() -> None:
+    # no policy flags: verify at the default rate, with the installed τ table
+    result = solve("--json", "--max-steps", "3")
+    assert result.returncode == 0, result.stderr
+    trace = json.loads(result.stdout)
+    assert trace["policy"].startswith("verify(") and "0.6" in trace["policy"]
+    assert trace["steps"]
+    for step in trace["steps"]:
+        assert step["verification"] is not None and step["verification"]["tokens"] > 0
+        decision = step["decision"]
+        assert decision["escalate"] == (decision["score"] > decision["threshold"]) == step["escalated"]
+    assert trace["usage"]["target"]["verify_calls"] == len(trace["steps"])
+
+
 def test_solve_human_output_marks_models_and_summarises() -> None:
     result = solve("--policy", "draft")
     assert result.returncode == 0, result.stderr

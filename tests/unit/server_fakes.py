@@ -69,7 +69,9 @@ def scripted_pair(
 
 def settings(**overrides: object) -> ServerSettings:
     """Server settings for tests (model specs unused: generators are injected)."""
-    values: dict[str, object] = {"draft": "scripted", "target": "scripted", "policy_options": {"p": 0.5}}
+    values: dict[str, object] = {
+        "draft": "scripted", "target": "scripted", "policy": "random", "policy_options": {"p": 0.5}
+    }  # fmt: skip
     values.update(overrides)
     return ServerSettings(**values)  # type: ignore[arg-type]
 

@@ -33,8 +33,8 @@ def run_serve(*args: str) -> subprocess.CompletedProcess[str]:
     [
         (["--policy", "nope"], "Unknown policy 'nope'"),
         (["--allow-policy", "nope"], "Unknown policy 'nope'"),
-        (["--p", "2"], "--p must be within [0, 1]"),
-        (["-o", "p=abc"], "Invalid policy option p='abc'"),
+        (["--policy", "random", "--p", "2"], "--p must be within [0, 1]"),
+        (["--policy", "random", "-o", "p=abc"], "Invalid policy option p='abc'"),
         (["-o", "novalue"], "--policy-option expects KEY=VALUE"),
         (["-o", "bogus=1"], "Unknown policy option 'bogus'"),
         (["--max-queue", "-1"], "max_queue"),

@@ -128,7 +128,7 @@ def test_serve_rsd_with_a_prm_flag_under_concurrent_requests(monkeypatch: pytest
         (["--policy", "router"], "needs policy_options.path"),
         (["--policy", "router", "--router", str(ROUTER)], "needs policy_options.tau τ"),
         (["--policy", "router", "--router", str(ROUTER), "-o", "tau=2"], "policy_options.tau must be within"),
-        (["--p", "2"], "--p must be within [0, 1]"),
+        (["--policy", "random", "--p", "2"], "--p must be within [0, 1]"),
         (["--policy", "random", "--router", str(ROUTER)], "Unknown policy option 'path'"),
     ],
 )

@@ -98,7 +98,6 @@ def test_a_high_threshold_accepts_everything() -> None:
 @pytest.mark.parametrize(
     ("values", "names", "message"),
     [
-        ({}, ("threshold", "target_rate"), "needs {threshold} τ"),
         ({"threshold": 1.0, "target_rate": 0.2}, ("threshold", "target_rate"), "either {threshold} or"),
         ({"threshold": 1.0, "score": "vibes"}, ("score",), "Unknown verification {score} 'vibes'"),
         ({"target_rate": 1.5}, ("target_rate",), "{target_rate} must be within [0, 1]"),
@@ -112,6 +111,20 @@ def test_option_errors_name_their_options(
         policy_options("verify", values)
     assert err.value.options == names
     assert message in err.value.template
+
+
+def test_neither_threshold_nor_rate_takes_the_measured_default_rate() -> None:
+    from arbitrage.policies.options import DEFAULT_VERIFY_RATE, override
+
+    options = policy_options("verify")
+    assert (options.threshold, options.target_rate) == (None, DEFAULT_VERIFY_RATE)
+    assert override("verify", options, {"threshold": 1.5}).target_rate is None  # a threshold replaces it
+    # solve's and serve's default: verify at the default rate, from the packaged calibration table
+    _, solved = policy_choice("verify", p=0.5, seed=0, path=None, tau=None, target_rate=None, threshold=None,
+                              target_samples=1, diagnose=False, score=None, calibration=None)  # fmt: skip
+    assert solved == VerifyOptions(target_rate=DEFAULT_VERIFY_RATE)
+    policy = build_policy("verify", solved)
+    assert policy.name.startswith("verify(") and "0.6" in policy.name
 
 
 def test_cli_flags_reach_the_options_and_are_named_as_flags() -> None:

@@ -15,7 +15,7 @@ def solve(
     question: Annotated[str, typer.Argument(help="The question to solve.")],
     draft: opt.Draft = opt.DEFAULTS["draft"],
     target: opt.Target = opt.DEFAULTS["target"],
-    policy: opt.Policy = "random",
+    policy: opt.Policy = "verify",
     p: opt.P = 0.5,
     prm: opt.Prm = DEFAULT_PRM,
     threshold: opt.Threshold = None,

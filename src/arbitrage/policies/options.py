@@ -117,12 +117,16 @@ class RouterOptions:
 
 
 VERIFY_SCORES = ("gsi", "target_nll", "target_min_nll", "disagree", "divergence")  # see policies/verify.py
+# the verify policy's target rate when neither it nor a threshold is given: the measured best point of
+# the standard sweep (README, "Measured: the standard sweep, re-measured")
+DEFAULT_VERIFY_RATE = 0.6
 
 
 @dataclass(frozen=True, slots=True)
 class VerifyOptions:
     """``verify``: the target verifies each draft step; escalate iff the chosen verification ``score``
-    exceeds τ. τ is ``threshold``, or read from a calibration table for ``target_rate`` (exactly one)."""
+    exceeds τ. τ is ``threshold``, or read from a calibration table for ``target_rate`` (not both;
+    neither: ``target_rate`` = ``DEFAULT_VERIFY_RATE``)."""
 
     # setting one of two alternatives on top of existing options clears the other (see override())
     ALTERNATIVES: ClassVar[dict[str, str]] = {"threshold": "target_rate", "target_rate": "threshold"}
@@ -146,11 +150,7 @@ class VerifyOptions:
                 "target_rate",
             )
         if self.threshold is None and self.target_rate is None:
-            raise PolicyOptionError(
-                "The verify policy needs {threshold} τ (escalate when its score > τ) or {target_rate} r",
-                "threshold",
-                "target_rate",
-            )
+            object.__setattr__(self, "target_rate", DEFAULT_VERIFY_RATE)
         if self.threshold is not None and not math.isfinite(self.threshold):
             raise PolicyOptionError(f"{{threshold}} must be finite, got {self.threshold}", "threshold")
         if self.target_rate is not None:
@@ -214,6 +214,7 @@ def _required(f: dataclasses.Field[Any]) -> bool:
 
 
 __all__ = [
+    "DEFAULT_VERIFY_RATE",
     "VERIFY_SCORES",
     "NoOptions",
     "OracleOptions",

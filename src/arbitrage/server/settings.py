@@ -51,7 +51,8 @@ class ParamLimit(BaseModel):
 # parameters of policies other than the served one.
 DEFAULT_PARAM_LIMITS: dict[str, ParamLimit] = {
     "p": ParamLimit(min=0.0, max=1.0),  # random: escalation probability
-    "threshold": ParamLimit(min=0.0, max=1.0),  # rsd: reward threshold
+    # rsd: reward threshold (in [0, 1], checked by the policy); verify: τ in its score's units
+    "threshold": ParamLimit(min=-20.0, max=20.0),
     "tau": ParamLimit(min=-1.0, max=1.0),  # oracle/router: advantage threshold τ
     "target_rate": ParamLimit(min=0.0, max=1.0),  # router: target-call budget
 }
@@ -67,7 +68,7 @@ class ServerSettings(BaseSettings):
     # models and routing
     draft: str = DEFAULT_DRAFT  # draft model spec (named model, .gguf path, backend spec)
     target: str = DEFAULT_TARGET  # target model spec
-    policy: str = "random"  # routing policy served under ``model_id``
+    policy: str = "verify"  # routing policy served under ``model_id`` (the measured best, see README)
     policy_options: dict[str, Any] = Field(default_factory=dict)  # served policies' options, e.g. {"p": 0.3}
     prm: str = DEFAULT_PRM  # step scorer (PRM) spec; loaded once at startup iff rsd or oracle is served
     allowed_policies: list[str] = Field(default_factory=list)  # other policies a request may pick
