@@ -134,6 +134,48 @@ def test_outcome_labels_continue_with_the_draft_by_default() -> None:
     assert row.answers_d == ["1"] and row.answers_t == ["1"] and row.outcome_advantage == 0.0
 
 
+def chain_script(ctx: StepContext) -> tuple[str, FinishReason]:
+    """A greedy model: c1, c2, then an answer that depends on the first step of the solution."""
+    n = sum(s.startswith("c") for s in ctx.steps)
+    if n < 2:
+        return f"c{n + 1} two words", FinishReason.STEP
+    return f"so \\boxed{{{2 if ctx.steps[0] == 'good' else 1}}}", FinishReason.STEP
+
+
+def test_a_greedy_continuation_is_reused_from_every_state_it_passed_through() -> None:
+    model = ScriptedGenerator("c", chain_script)
+    labeller = OutcomeLabeller(model, StepParams())
+    first = labeller.candidate("q?", "2", ("good",), "z", "step")
+    assert len(model.calls) == 3 and first.answers == ("2",) and first.score == 1.0
+    assert first.tokens == 3 + 3 + 2 and labeller.reused == 0
+    # the next states of that continuation: answered without a model call, as a live run would answer
+    steps = [(("good", "z"), "c1 two words", 5), (("good", "z", "c1 two words"), "c2 two words", 2)]
+    for prefix, text, left in steps:
+        reused = labeller.candidate("q?", "2", prefix, text, "step")
+        live = OutcomeLabeller(ScriptedGenerator("c", chain_script), StepParams()).candidate(
+            "q?", "2", prefix, text, "step"
+        )
+        assert (reused.score, reused.answers, reused.tokens) == (live.score, live.answers, live.tokens)
+        assert reused.tokens == left and reused.seconds == 0.0 and reused.continuations == 1
+    assert len(model.calls) == 3 and labeller.reused == 2
+    # another text, another question: continued live
+    labeller.candidate("q?", "2", ("good",), "other", "step")
+    labeller.candidate("q2?", "2", ("good", "z"), "c1 two words", "step")
+    assert len(model.calls) == 3 + 3 + 2 and labeller.reused == 2
+
+
+def test_a_continuation_stopped_by_a_limit_or_sampled_is_not_reused() -> None:
+    model = ScriptedGenerator("c", chain_script)
+    labeller = OutcomeLabeller(model, StepParams(), OutcomeOptions(max_steps=2))
+    labeller.candidate("q?", "2", ("good",), "z", "step")  # stops after c1, c2: max_steps
+    labeller.candidate("q?", "2", ("good", "z"), "c1 two words", "step")
+    assert labeller.reused == 0 and len(model.calls) == 2 + 2
+    sampled = OutcomeLabeller(model, StepParams(), OutcomeOptions(continuations=2, seed=1))
+    sampled.candidate("q?", "2", ("good",), "z", "step")
+    sampled.candidate("q?", "2", ("good", "z"), "c1 two words", "step")
+    assert sampled.reused == 0
+
+
 class SeedParity(ScriptedGenerator):
     """Answers right (2) when its sampling seed is even; records the seeds it was called with."""
 

@@ -16,6 +16,15 @@ to the right answer more often. For one step pair ``(z_d, z_t)`` after a prefix:
 A candidate that already ends the solution (it states a boxed answer, or ended with the end of the
 answer) is graded directly, without continuation. Identical candidates (same text, same ending) are
 continued once and share the result, so their advantage is exactly 0.
+
+A greedy continuation is reused: a greedy step is a function of its context (the backends'
+determinism, :mod:`arbitrage.backends.llamacpp_eval`), so the continuation from ``prefix + z`` that
+wrote steps ``c1 … cn`` and ended by itself (end of answer, or a boxed answer) is also the
+continuation from ``prefix + z + c1 … ck`` for every k < n, with the same answer. The collector follows
+one candidate per step, and the next step's draft candidate is usually ``c1``, so about one of each
+pair's two continuations is known before it would run. Reused continuations cost 0 seconds; their
+``tokens`` are those of the steps they consist of. A continuation stopped by a limit or the loop guard
+is not reused (from a later state its limits would reach further).
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ from arbitrage.evaluation.grading import grade_answer
 from arbitrage.policies.basic import DraftOnlyPolicy
 from arbitrage.router.labels import LABEL_SOURCES
 from arbitrage.seeds import sample_seed
+from arbitrage.trace import SolveTrace
 
 logger = logging.getLogger(__name__)
 
@@ -92,6 +102,26 @@ class OutcomeLabeller:
         self.model = model
         self.step = step  # the collection's step parameters (separator, per-step cap; greedy)
         self.options = options or OutcomeOptions()
+        # greedy continuations of the current question: solution steps -> (answer, tokens to its end)
+        self._known: dict[tuple[str, ...], tuple[str | None, int]] = {}
+        self._question: str | None = None
+        self.reused = 0  # continuations answered from an earlier one (see the module docstring)
+
+    @property
+    def _greedy(self) -> bool:
+        return self.options.continuations == 1 and self.step.temperature == 0
+
+    def _remember(self, question: str, steps: tuple[str, ...], trace: SolveTrace) -> None:
+        """Record the greedy continuation ``trace`` from ``steps`` for every state it passed through."""
+        if not self._greedy or trace.stop_reason not in ("eos", "answer"):
+            return
+        if question != self._question:  # one question at a time: the memory stays small
+            self._known, self._question = {}, question
+        texts = [s.text for s in trace.steps]
+        left = sum(s.tokens for s in trace.steps)
+        for k in range(len(texts)):
+            self._known[(*steps, *texts[:k])] = (trace.answer, left)
+            left -= trace.steps[k].tokens
 
     def candidate(
         self, question: str, gold: str, prefix: tuple[str, ...], text: str, finish: str
@@ -103,6 +133,11 @@ class OutcomeLabeller:
             graded = grade_answer(answer, gold).correct
             return CandidateOutcome(float(graded), (answer,), 0, 0.0, 0)
         o = self.options
+        known = self._known.get(steps) if self._greedy and question == self._question else None
+        if known is not None:
+            self.reused += 1
+            answer, left = known
+            return CandidateOutcome(float(grade_answer(answer, gold).correct), (answer,), 1, 0.0, left)
         answers: list[str | None] = []
         right, seconds, tokens = 0, 0.0, 0
         for i in range(o.continuations):
@@ -112,6 +147,7 @@ class OutcomeLabeller:
                 params = dataclasses.replace(self.step, temperature=o.temperature, seed=seed)
             config = EngineConfig(step=params, max_steps=o.max_steps, max_total_tokens=o.max_total_tokens)
             trace = Engine(self.model, self.model, DraftOnlyPolicy(), config).solve(question, prefix=steps)
+            self._remember(question, steps, trace)
             answers.append(trace.answer)
             right += int(grade_answer(trace.answer, gold).correct)
             seconds += trace.wall_seconds
