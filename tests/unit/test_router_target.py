@@ -21,7 +21,7 @@ from arbitrage.errors import RouterError
 from arbitrage.policies.router import RouterPolicy
 from arbitrage.router.base import RouterExample, VerificationSummary
 from arbitrage.router.data import SCHEMA, StepPair, read_pairs
-from arbitrage.router.evaluate import BASELINES, compare_inputs
+from arbitrage.router.evaluate import BASELINES, compare_inputs, comparison_markdown
 from arbitrage.router.features import TARGET_FEATURES, feature_names
 from arbitrage.router.metrics import router_metrics
 from arbitrage.router.train import TrainOptions, train_router
@@ -207,6 +207,19 @@ def test_compare_inputs_has_routers_and_baselines_per_label(target_rows: list[di
     outcome_agreement = next(r for r in result.tables["outcome"] if "agreement" in r.name)
     assert outcome_agreement.metrics.roc_auc is not None and outcome_agreement.metrics.roc_auc < 0.15
     assert result.data["rows_per_label_source"]["outcome"] < result.data["rows_per_label_source"]["prm"]
+    # which labels to train on: routers trained on the PRM's Δ, scored against the outcome advantage on
+    # the same rows and folds as the ones trained on it
+    outcome_names = [r.name for r in result.tables["outcome"]]
+    crossed = [r for r in result.tables["outcome"] if r.name.endswith("trained on PRM Δ")]
+    assert len(outcome_names) == 9 and len(crossed) == 3
+    both_prm = next(r for r in crossed if "draft + target" in r.name)
+    both_outcome = next(r for r in result.tables["outcome"] if r.name == "router: draft + target features")
+    assert both_prm.metrics.rows == both_outcome.metrics.rows
+    assert both_prm.details["label_source"] == "prm" and both_prm.details["scored_against"] == "outcome"
+    # here the outcome advantage is −Δ, so a router trained on Δ ranks the outcome backwards
+    assert both_prm.metrics.roc_auc is not None and both_outcome.metrics.roc_auc is not None
+    assert both_prm.metrics.roc_auc < 0.5 < both_outcome.metrics.roc_auc
+    assert "| router: draft + target features, trained on PRM Δ | – | – |" in comparison_markdown(result)
     with pytest.raises(RouterError, match="verification"):
         compare_inputs(read_pairs(write_pairs_tmp(target_rows)), TrainOptions(), folds=3)
 

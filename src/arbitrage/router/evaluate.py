@@ -87,13 +87,21 @@ def cross_validate(
     options: TrainOptions,
     folds: int = DEFAULT_FOLDS,
     progress: bool = False,
+    scored_against: str | None = None,
 ) -> tuple[FoldMetrics, list[TrainedRouter]]:
-    """Train ``options`` on k−1 folds and score the held-out fold, for each of ``folds`` folds."""
+    """Train ``options`` on k−1 folds and score the held-out fold, for each of ``folds`` folds.
+
+    ``scored_against``: the label source the held-out scores are measured against (default: the one the
+    router trains on), e.g. a router trained on the PRM's Δ scored against the outcome advantage; rows
+    without that source's advantage are left out."""
+    if scored_against is not None:
+        rows = [r for r in rows if advantage(r, scored_against) is not None]
     # validates the rows; its info is reused
     base = prepare(rows, options.val_fraction, options.seed, label_source=options.label_source,
                    inputs=options.inputs)  # fmt: skip
     rows, _ = usable_rows(rows, options.label_source, options.inputs)
     everything = labelled(rows, options.label_source)
+    truth = everything.deltas if scored_against is None else labelled(rows, scored_against).deltas
     per_fold, trained = [], []
     scores, held_rows = [], []
     for k, held in enumerate(question_folds(everything.question_ids, folds, options.seed), start=1):
@@ -103,12 +111,16 @@ def cross_validate(
                           1 / folds, options.seed, info)  # fmt: skip
         logger.info("fold %d/%d: %s", k, folds, options.label)
         result = fit_router(data, options, progress)
-        per_fold.append(result.metrics)
+        if scored_against is None:
+            per_fold.append(result.metrics)
+        else:
+            ids = [everything.question_ids[i] for i in held]
+            per_fold.append(router_metrics(result.val_scores, truth[held], ids))
         trained.append(result)
         scores.append(result.val_scores)
         held_rows.append(held)
     order = np.concatenate(held_rows)
-    pooled = router_metrics(np.concatenate(scores), everything.deltas[order],
+    pooled = router_metrics(np.concatenate(scores), truth[order],
                             [everything.question_ids[i] for i in order])  # fmt: skip
     return FoldMetrics(folds, options.seed, tuple(per_fold), pooled), trained
 
@@ -336,6 +348,14 @@ def compare_inputs(
                 on_variant(f"{options.label} vs {LABEL_NAMES[source]}")
             cv, _ = cross_validate(subset, options, folds, progress)
             table.append(EvalRow(name, cv.pooled, {"options": options.label, "label_source": source}, cv))
+        if source != "prm":  # which labels to train on: the PRM's Δ, scored against this grounded source
+            for inputs, name in INPUT_VARIANTS:
+                options = variant(base, kind="features", inputs=inputs, label_source="prm")
+                if on_variant is not None:
+                    on_variant(f"{options.label} vs {LABEL_NAMES[source]}")
+                cv, _ = cross_validate(subset, options, folds, progress, scored_against=source)
+                details = {"options": options.label, "label_source": "prm", "scored_against": source}
+                table.append(EvalRow(f"{name}, trained on {LABEL_NAMES['prm']}", cv.pooled, details, cv))
         table.extend(baseline_row(name, subset, source, folds, base.seed) for name in BASELINES)
         tables[source] = table
     info = {"rows": len(rows), "verified_rows": len(verified), "rows_per_label_source": used, "folds": folds,
@@ -346,14 +366,16 @@ def compare_inputs(
 def comparison_markdown(result: InputsComparison) -> str:
     """One table: a line per scorer, ρ and ROC-AUC (fold means, 95% intervals) per label source."""
     sources = list(result.tables)
-    names = [r.name for r in next(iter(result.tables.values()))] if sources else []
+    names = list(dict.fromkeys(r.name for table in result.tables.values() for r in table))
     head = "| scorer | " + " | ".join(f"ρ vs {LABEL_NAMES[s]} | ROC-AUC vs {LABEL_NAMES[s]}" for s in sources)
     lines = [head + " |", "| --- |" + " ---: | ---: |" * len(sources)]
     for name in names:
         cells = []
         for s in sources:
-            row = next(r for r in result.tables[s] if r.name == name)
-            assert row.folds is not None
+            row = next((r for r in result.tables[s] if r.name == name), None)
+            if row is None or row.folds is None:  # a scorer measured against the other label only
+                cells += ["–", "–"]
+                continue
             cells += [_fold_cell(row.folds.stat("spearman")), _fold_cell(row.folds.stat("roc_auc"))]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     d = result.data
@@ -362,8 +384,10 @@ def comparison_markdown(result: InputsComparison) -> str:
         f"Step pairs with the target's verification: {d['verified_rows']} of {d['rows']} rows, "
         f"{d['questions']} questions ({counts}); {d['folds']} question-grouped folds, "
         f"seed {result.base.seed}. "
-        "Routers: the features router trained on the label it is scored against; baselines: one "
-        "verification number as the escalation score, no training."
+        "Routers: the features router trained on the label it is scored against, and (rows "
+        f'"trained on {LABEL_NAMES["prm"]}") trained on the PRM\'s Δ and scored against the grounded '
+        "label, to choose the labels to train on; baselines: one verification number as the escalation "
+        "score, no training."
     )
     return f"{intro}\n\n" + "\n".join(lines) + f"\n\n{FOLD_NOTE}\n"
 
