@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# The routers of the informative-routing work, and the table that chooses between them (run from the
+# repository root):
+#   bash benchmarks/train_routers_v2.sh [DATA] [LABEL]
+#   DATA: step pairs with the target's verification and outcome labels (default data/collect/gsm8k-train-v2)
+#   LABEL: what the target-side router trains on, prm or outcome (default outcome, the grounded label)
+# Writes benchmarks/results/router_v2/eval_router.{md,json}: draft-only, target-side and combined features
+# routers and the raw verification scores, each against the PRM's Δ and the outcome advantage, over 5
+# question-grouped folds (and routers trained on Δ scored against the outcome, to choose the label);
+# then trains the combined router on all of DATA into data/routers/both (committed, for sweeps:
+# `python benchmarks/gsm8k_sweep.py --router data/routers/features --router-variant both=data/routers/both`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DATA=${1:-data/collect/gsm8k-train-v2}
+LABEL=${2:-outcome}
+OUT=benchmarks/results/router_v2
+if [ -x .venv/bin/arbitrage ]; then CLI=(.venv/bin/arbitrage); else CLI=("${PYTHON:-python}" -m arbitrage.cli.main); fi
+mkdir -p "$OUT" data/routers
+"${CLI[@]}" eval-router "$DATA" --compare-inputs --folds 5 --out "$OUT"
+"${CLI[@]}" train-router "$DATA" --inputs both --label "$LABEL" --out data/routers/both --force \
+  | tee "$OUT/train_both.txt"
+cp data/routers/both/router.json "$OUT/router_both.json"
