@@ -7,8 +7,9 @@
 # Writes benchmarks/results/router_v2/eval_router.{md,json}: draft-only, target-side and combined features
 # routers and the raw verification scores, each against the PRM's Δ and the outcome advantage, over 5
 # question-grouped folds (and routers trained on Δ scored against the outcome, to choose the label);
-# then trains the combined router on all of DATA into data/routers/both (committed, for sweeps:
-# `python benchmarks/gsm8k_sweep.py --router data/routers/features --router-variant both=data/routers/both`).
+# then trains on all of DATA the paper's router (draft-only inputs, PRM labels) into data/routers/draft
+# and the combined router (draft + target inputs, LABEL) into data/routers/both, both committed for
+# `python benchmarks/gsm8k_sweep.py --router data/routers/draft --router-variant both=data/routers/both`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-data/collect/gsm8k-train-v2}
@@ -17,6 +18,8 @@ OUT=benchmarks/results/router_v2
 if [ -x .venv/bin/arbitrage ]; then CLI=(.venv/bin/arbitrage); else CLI=("${PYTHON:-python}" -m arbitrage.cli.main); fi
 mkdir -p "$OUT" data/routers
 "${CLI[@]}" eval-router "$DATA" --compare-inputs --folds 5 --out "$OUT"
+"${CLI[@]}" train-router "$DATA" --inputs draft --label prm --out data/routers/draft --force \
+  | tee "$OUT/train_draft.txt"
 "${CLI[@]}" train-router "$DATA" --inputs both --label "$LABEL" --out data/routers/both --force \
   | tee "$OUT/train_both.txt"
-cp data/routers/both/router.json "$OUT/router_both.json"
+for name in draft both; do cp "data/routers/$name/router.json" "$OUT/router_$name.json"; done
