@@ -50,7 +50,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "--draft", "smollm2-135m", "--target", "smollm2-135m",
         "--port", str(port), "--api-key", KEY, "--n-ctx", "1024",
         "--max-steps", "3", "--max-step-tokens", "24", "--max-tokens", "72",
-        "--allow-policy", "target",
+        "--policy", "random", "--allow-policy", "target",
     ]  # fmt: skip
     log = home / "server.log"
     with log.open("w") as out:

@@ -90,6 +90,26 @@ def test_serve_a_saved_router_with_the_router_flag(monkeypatch: pytest.MonkeyPat
     assert all(m.closed for m in models)  # the run closed the models when the server stopped
 
 
+def test_serve_without_a_policy_serves_verify_at_the_default_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+
+    def exercise(client: openai.OpenAI) -> None:
+        seen["model"] = client.models.retrieve("arbitrage").model_extra
+        seen["default"] = ask(client)
+        seen["lenient"] = ask(client, policy_params={"threshold": 15.0})  # a score above 15: never
+
+    models = serve(monkeypatch, [], exercise)
+    policy = seen["model"]["arbitrage"]["policy"]
+    assert policy.startswith("verify(target_nll,tau=") and policy.endswith(",rate=0.6)")
+    target = next(m for m in models if m.name == "t")
+    steps = steps_of(seen["default"])
+    assert len(target.verifications) >= len(steps)  # the target verified every draft step
+    for step in steps:
+        decision = step["decision"]
+        assert (step["role"] == "target") == (decision["score"] > decision["threshold"])
+    assert [s["role"] for s in steps_of(seen["lenient"])] == ["draft"] * len(DRAFT)
+
+
 def test_serve_rsd_with_a_prm_flag_under_concurrent_requests(monkeypatch: pytest.MonkeyPatch) -> None:
     answers: list[Any] = []
     errors: list[BaseException] = []
