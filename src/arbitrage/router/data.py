@@ -17,6 +17,7 @@ load unchanged):
 
 from __future__ import annotations
 
+import os
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -139,8 +140,9 @@ def write_shard(rows: list[StepPair], folder: Path) -> Path:
     return path
 
 
-def read_pairs(folder: Path) -> list[dict[str, Any]]:
+def read_pairs(folder: str | os.PathLike[str]) -> list[dict[str, Any]]:
     """All rows of a collection folder (or a single Parquet file), as dicts (columns a shard lacks: None)."""
+    folder = Path(folder)
     files = [folder] if folder.is_file() else sorted(folder.glob("part-*.parquet"))
     rows: list[dict[str, Any]] = []
     for f in files:
