@@ -342,20 +342,22 @@ def compare_inputs(
             continue
         used[source] = len(subset)
         table = []
-        for inputs, name in INPUT_VARIANTS:
-            options = variant(base, kind="features", inputs=inputs, label_source=source)
-            if on_variant is not None:
-                on_variant(f"{options.label} vs {LABEL_NAMES[source]}")
-            cv, _ = cross_validate(subset, options, folds, progress)
-            table.append(EvalRow(name, cv.pooled, {"options": options.label, "label_source": source}, cv))
-        if source != "prm":  # which labels to train on: the PRM's Δ, scored against this grounded source
+        # routers trained on this source; for a grounded source also on the PRM's Δ, scored against it
+        # (which labels to train on)
+        for trained_on in (source,) if source == "prm" else (source, "prm"):
+            crossed = trained_on != source
             for inputs, name in INPUT_VARIANTS:
-                options = variant(base, kind="features", inputs=inputs, label_source="prm")
+                options = variant(base, kind="features", inputs=inputs, label_source=trained_on)
                 if on_variant is not None:
                     on_variant(f"{options.label} vs {LABEL_NAMES[source]}")
-                cv, _ = cross_validate(subset, options, folds, progress, scored_against=source)
-                details = {"options": options.label, "label_source": "prm", "scored_against": source}
-                table.append(EvalRow(f"{name}, trained on {LABEL_NAMES['prm']}", cv.pooled, details, cv))
+                cv, _ = cross_validate(
+                    subset, options, folds, progress, scored_against=source if crossed else None
+                )
+                details = {"options": options.label, "label_source": trained_on}
+                if crossed:
+                    details["scored_against"] = source
+                shown = f"{name}, trained on {LABEL_NAMES[trained_on]}" if crossed else name
+                table.append(EvalRow(shown, cv.pooled, details, cv))
         table.extend(baseline_row(name, subset, source, folds, base.seed) for name in BASELINES)
         tables[source] = table
     info = {"rows": len(rows), "verified_rows": len(verified), "rows_per_label_source": used, "folds": folds,
