@@ -186,15 +186,29 @@ def test_accuracy_at_acceptance_and_curve_comparison() -> None:
     assert [r["difference"] for r in reverse] == pytest.approx([0.5 + 0.05 / 3 - 0.7, 0.45 - 0.5])
 
 
-def test_report_names_replayed_calls_and_compares_curves(tmp_path: Path) -> None:
+def sweep_rows(
+    points: list[tuple[str, float, float, float]], calls: tuple[int, int, int, int] = (0, 10, 0, 0)
+) -> list[dict]:
+    """``sweep.json`` rows for report tests, one per (family, accuracy, acceptance, mean latency); a family
+    ``policy@variant`` is a variant's point. ``calls``: replayed / live model calls, replayed / live PRM calls."""
+    replayed, live, replayed_prm, live_prm = calls
     rows = []
-    for family, acc, acceptance, lat in [("target", 0.6, 0.0, 40.0), ("router", 0.5, 0.8, 15.0),
-                                         ("router", 0.6, 0.4, 25.0), ("rsd", 0.5, 0.6, 25.0)]:  # fmt: skip
-        rows.append({"point": family, "policy_name": family, "param": None, "value": None, "policy": family,
+    for family, acc, acceptance, lat in points:
+        policy, _, variant = family.partition("@")
+        rows.append({"point": f"{family}{lat}", "policy_name": policy, "variant": variant or None,
+                     "family": family, "param": None, "value": None, "policy": f"{family}({lat})",
                      "accuracy": acc, "accuracy_ci": [acc - 0.1, acc + 0.1], "problems": 100,
                      "acceptance_rate": acceptance, "latency_mean_s": lat, "latency_median_s": lat,
                      "target_call_rate": 1 - acceptance, "escalations": 10, "wasted_escalations": None,
-                     "replayed_calls": 7, "live_calls": 3, "replayed_prm_calls": 5, "live_prm_calls": 2})  # fmt: skip
+                     "replayed_calls": replayed, "live_calls": live, "replayed_prm_calls": replayed_prm,
+                     "live_prm_calls": live_prm})  # fmt: skip
+    return rows
+
+
+def test_report_names_replayed_calls_and_compares_curves(tmp_path: Path) -> None:
+    points = [("target", 0.6, 0.0, 40.0), ("router", 0.5, 0.8, 15.0), ("router", 0.6, 0.4, 25.0),
+              ("rsd", 0.5, 0.6, 25.0)]  # fmt: skip
+    rows = sweep_rows(points, calls=(7, 3, 5, 2))
     (tmp_path / "sweep.json").write_text(json.dumps(rows))
     report = build_report(tmp_path).read_text()
     assert "| 7 / 3 | 5 / 2 |" in report and "[0.50, 0.70]" in report
@@ -204,14 +218,8 @@ def test_report_names_replayed_calls_and_compares_curves(tmp_path: Path) -> None
 
 
 def test_report_compares_verify_points_with_rsd_and_target(tmp_path: Path) -> None:
-    rows = []
-    for family, acc, acceptance, lat in [("target", 0.6, 0.0, 40.0), ("verify", 0.5, 0.8, 15.0),
-                                         ("verify", 0.6, 0.4, 25.0), ("rsd", 0.5, 0.6, 25.0)]:  # fmt: skip
-        rows.append({"point": family, "policy_name": family, "param": None, "value": None, "policy": family,
-                     "accuracy": acc, "accuracy_ci": [acc - 0.1, acc + 0.1], "problems": 100,
-                     "acceptance_rate": acceptance, "latency_mean_s": lat, "latency_median_s": lat,
-                     "target_call_rate": 1 - acceptance, "escalations": 10, "wasted_escalations": None,
-                     "replayed_calls": 0, "live_calls": 10, "replayed_prm_calls": 0, "live_prm_calls": 0})  # fmt: skip
+    rows = sweep_rows([("target", 0.6, 0.0, 40.0), ("verify", 0.5, 0.8, 15.0), ("verify", 0.6, 0.4, 25.0),
+                       ("rsd", 0.5, 0.6, 25.0)])  # fmt: skip
     (tmp_path / "sweep.json").write_text(json.dumps(rows))
     build_report(tmp_path)
     curves = json.loads((tmp_path / "curves.json").read_text())
@@ -223,17 +231,9 @@ def test_report_compares_verify_points_with_rsd_and_target(tmp_path: Path) -> No
 def test_report_compares_a_variant_with_its_plain_family_and_the_others(tmp_path: Path) -> None:
     from arbitrage.evaluation.report import curve_pairs
 
-    rows = []
-    for family, acc, acceptance, lat in [("target", 0.6, 0.0, 40.0), ("router", 0.5, 0.8, 15.0),
-                                         ("router", 0.6, 0.4, 25.0), ("router@both", 0.55, 0.8, 16.0),
-                                         ("router@both", 0.7, 0.4, 26.0), ("rsd", 0.5, 0.6, 25.0)]:  # fmt: skip
-        policy, _, variant = family.partition("@")
-        rows.append({"point": f"{family}{lat}", "policy_name": policy, "variant": variant or None,
-                     "family": family, "param": None, "value": None, "policy": f"{family}({lat})",
-                     "accuracy": acc, "accuracy_ci": [acc - 0.1, acc + 0.1], "problems": 100,
-                     "acceptance_rate": acceptance, "latency_mean_s": lat, "latency_median_s": lat,
-                     "target_call_rate": 1 - acceptance, "escalations": 10, "wasted_escalations": None,
-                     "replayed_calls": 0, "live_calls": 10, "replayed_prm_calls": 0, "live_prm_calls": 0})  # fmt: skip
+    rows = sweep_rows([("target", 0.6, 0.0, 40.0), ("router", 0.5, 0.8, 15.0), ("router", 0.6, 0.4, 25.0),
+                       ("router@both", 0.55, 0.8, 16.0), ("router@both", 0.7, 0.4, 26.0),
+                       ("rsd", 0.5, 0.6, 25.0)])  # fmt: skip
     (tmp_path / "sweep.json").write_text(json.dumps(rows))
     assert {p.family for p in build_report_points(tmp_path)} == {"target", "router", "router@both", "rsd"}
     assert curve_pairs(["rsd", "router@both", "router", "target"]) == [
