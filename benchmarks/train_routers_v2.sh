@@ -10,6 +10,8 @@
 # then trains on all of DATA the paper's router (draft-only inputs, PRM labels) into data/routers/draft
 # and the combined router (draft + target inputs, LABEL) into data/routers/both, both committed for
 # `python benchmarks/gsm8k_sweep.py --router data/routers/draft --router-variant both=data/routers/both`.
+# The combined router is also copied into src/arbitrage/data/router, the router installed with the package
+# (the router policy's default when no --router is given).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DATA=${1:-data/collect/gsm8k-train-v2}
@@ -23,3 +25,4 @@ mkdir -p "$OUT" data/routers
 "${CLI[@]}" train-router "$DATA" --inputs both --label "$LABEL" --out data/routers/both --force \
   | tee "$OUT/train_both.txt"
 for name in draft both; do cp "data/routers/$name/router.json" "$OUT/router_$name.json"; done
+rm -rf src/arbitrage/data/router && cp -r data/routers/both src/arbitrage/data/router

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from arbitrage.policies.router import packaged_router
 from arbitrage.router.data import read_pairs
 from arbitrage.router.store import load_router, save_router
 from arbitrage.router.train import TrainOptions, train_router
@@ -44,3 +45,20 @@ def test_solve_with_a_router_at_a_target_rate(tmp_path: Path) -> None:
         assert step["draft"]["token_logprobs"]  # the router read the real draft's logprobs
         assert decision["draft_reward"] is None and decision["target_reward"] is None  # no PRM ran
     assert trace["policy_seconds"] == pytest.approx(sum(s["policy_seconds"] for s in trace["steps"]))
+
+
+def test_solve_with_the_packaged_router_verifies_every_draft_step() -> None:
+    # no --router: the router installed with the package, which reads the target's verification
+    packaged = load_router(packaged_router())
+    tau = packaged.tau_for_rate(0.4).tau
+    cmd = [sys.executable, "-m", "arbitrage.cli.main", "solve", QUESTION, "--draft", "smollm2-135m",
+           "--target", "smollm2-135m", "--policy", "router", "--target-rate", "0.4",
+           "--max-steps", "3", "--max-step-tokens", "32", "--n-ctx", "2048", "--json"]  # fmt: skip
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr
+    trace = json.loads(result.stdout)
+    assert trace["policy"] == f"router(features,tau={tau:.4g},rate=0.4)"
+    assert trace["steps"] and trace["usage"]["target"]["verify_calls"] == len(trace["steps"])
+    for step in trace["steps"]:
+        assert step["verification"] is not None and step["verification"]["tokens"] > 0
+        assert step["escalated"] == (step["decision"]["score"] > tau)

@@ -103,7 +103,7 @@ def test_bad_input_is_one_line_and_nonzero(tmp_path: Path, pairs: Path) -> None:
         (["train-router", str(pairs), "--out", str(tmp_path / "r5"), "--kind", "lm"], "needs --backbone"),
         (["eval-router", str(pairs)], "Nothing to evaluate"),
         (["eval-router", str(pairs), "--router", str(tmp_path / "nope")], "Router folder not found"),
-        (["solve", "What is 1+1?", "--policy", "router", "--tau", "0.5"], "needs --router PATH"),
+        (["solve", "What is 1+1?", "--policy", "router"], "needs --tau"),  # no --router: the packaged one
         (["solve", "What is 1+1?", "--policy", "router", "--router", str(router)], "needs --tau"),
         (["solve", "What is 1+1?", "--policy", "router", "--router", str(router), "--tau", "2"], "--tau must be within"),
         (["solve", "What is 1+1?", "--policy", "router", "--router", str(router), "--target-rate", "-1"],

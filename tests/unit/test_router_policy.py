@@ -15,7 +15,7 @@ from arbitrage.cli.options import flag_errors, policy_choice
 from arbitrage.engine import Engine
 from arbitrage.errors import ArbitrageError, ConfigError, PolicyOptionError
 from arbitrage.policies import RouterOptions, build_policy, policy_options
-from arbitrage.policies.router import RouterPolicy
+from arbitrage.policies.router import RouterPolicy, packaged_router
 from arbitrage.router.base import Router, RouterExample
 from arbitrage.router.data import read_pairs
 from arbitrage.router.labels import fit_scheme
@@ -122,7 +122,8 @@ def test_trained_router_routes_scripted_solves(saved_router: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({}, "needs --router PATH"),
+        ({}, r"needs --tau τ .* or --target-rate"),
+        ({"path": ""}, "needs --router PATH"),
         ({"path": "/no/such/router", "tau": 0.5}, "Router folder not found"),
         ({"path": "x", "tau": 0.3, "target_rate": 0.2}, "either --tau or --target-rate"),
         ({"path": "x", "target_rate": 1.5}, r"--target-rate must be within \[0, 1\]"),
@@ -132,6 +133,25 @@ def test_trained_router_routes_scripted_solves(saved_router: Path) -> None:
 def test_router_policy_option_errors(options: dict[str, object], message: str) -> None:
     with pytest.raises(ArbitrageError, match=message), flag_errors():
         build_policy("router", policy_options("router", options))
+
+
+def test_without_a_path_the_packaged_router_is_loaded() -> None:
+    """The router installed with the package: the combined router, which reads the target's verification
+    of each step, with its own τ table."""
+    packaged = packaged_router()
+    assert packaged.is_dir() and packaged.parts[-2:] == ("data", "router")
+    loaded = load_router(packaged)
+    assert loaded.config["inputs"] == "both"
+    policy = build_policy("router", RouterOptions(target_rate=0.4))
+    assert isinstance(policy, RouterPolicy) and policy.needs_verification
+    assert policy.source == str(packaged) and policy.tau == loaded.tau_for_rate(0.4).tau
+
+
+def test_no_packaged_router_is_a_one_line_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("arbitrage.policies.router.PACKAGED_ROUTER", "no_such_router")
+    message = r"No router is installed with the package: give .* --router PATH"
+    with pytest.raises(ArbitrageError, match=message), flag_errors():
+        build_policy("router", policy_options("router", {"tau": 0.5}))
 
 
 def test_a_router_without_tau_or_target_rate_is_an_error_never_tau_0() -> None:

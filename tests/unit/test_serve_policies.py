@@ -145,7 +145,7 @@ def test_serve_rsd_with_a_prm_flag_under_concurrent_requests(monkeypatch: pytest
 @pytest.mark.parametrize(
     ("args", "message"),
     [
-        (["--policy", "router"], "needs policy_options.path"),
+        (["--policy", "router"], "needs policy_options.tau τ"),
         (["--policy", "router", "--router", str(ROUTER)], "needs policy_options.tau τ"),
         (["--policy", "router", "--router", str(ROUTER), "-o", "tau=2"], "policy_options.tau must be within"),
         (["--policy", "random", "--p", "2"], "--p must be within [0, 1]"),

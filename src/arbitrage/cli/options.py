@@ -45,7 +45,11 @@ Concurrency = Annotated[
 DEFAULTS = {"draft": DEFAULT_DRAFT, "target": DEFAULT_TARGET}
 Router = Annotated[
     Path | None,
-    typer.Option("--router", help="router: folder of a router saved by `arbitrage train-router`."),
+    typer.Option(
+        "--router",
+        help="router: folder of a router saved by `arbitrage train-router` (default: the router installed "
+        "with the package).",
+    ),
 ]
 Tau = Annotated[
     float | None,

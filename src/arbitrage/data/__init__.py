@@ -1,1 +1,2 @@
-"""Data shipped with the package (the verify policy's calibration table, when measured)."""
+"""Data shipped with the package: the verify policy's calibration table (``verify_calibration.json``)
+and the router policy's default router (``router/``, a folder from ``arbitrage train-router``)."""

@@ -18,7 +18,7 @@ import math
 import os
 import typing
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import TypeAdapter, ValidationError
@@ -86,17 +86,18 @@ class OracleOptions:
 @dataclass(frozen=True, slots=True)
 class RouterOptions:
     """``router``: escalate when a trained router's score ŷ exceeds τ; τ given, or read from the router's
-    τ table for a target escalation rate. Exactly one of ``tau`` and ``target_rate``."""
+    τ table for a target escalation rate. Exactly one of ``tau`` and ``target_rate``. Without ``path``,
+    the router installed with the package (``arbitrage/data/router``)."""
 
     # setting one of two alternatives on top of existing options clears the other (see override())
     ALTERNATIVES: ClassVar[dict[str, str]] = {"tau": "target_rate", "target_rate": "tau"}
 
-    path: str = field(metadata={"missing": "PATH (a folder from `arbitrage train-router`)"})  # router folder
+    path: str | None = None  # router folder from `arbitrage train-router`; None: the packaged router
     tau: float | None = None  # escalate iff ŷ > tau, in [0, 1]
     target_rate: float | None = None  # or: the share of steps to escalate, in [0, 1]
 
     def __post_init__(self) -> None:
-        if not self.path:
+        if self.path is not None and not self.path:
             raise PolicyOptionError(
                 "The router policy needs {path} PATH (a folder from `arbitrage train-router`)", "path"
             )

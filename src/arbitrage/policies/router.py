@@ -10,12 +10,19 @@ A router with target-side inputs (its saved config's ``inputs`` is ``target`` or
 the target's verification of the draft step: the policy asks the engine for it with
 ``view.verify_target()`` (computed once per step, its cost counted in the target's usage and in the
 latency). Draft-only routers never ask for it.
+
+Without a ``path`` the policy loads the router installed with the package, in ``arbitrage/data/router``
+(written there by ``benchmarks/train_routers_v2.sh``): the combined router, on the draft's step and the
+target's verification of it, trained on outcome labels.
 """
 
 from __future__ import annotations
 
+from importlib import resources
+from pathlib import Path
+
 from arbitrage.backends.base import Verification
-from arbitrage.errors import ConfigError, RouterError
+from arbitrage.errors import ConfigError, PolicyOptionError, RouterError
 from arbitrage.policies.base import StepView
 from arbitrage.policies.options import RouterOptions, check_unit
 from arbitrage.router.base import Router, RouterExample, VerificationSummary
@@ -23,6 +30,7 @@ from arbitrage.trace import Decision
 
 WARM_UP = RouterExample(question="1 + 1?", steps=(), roles=(), draft_text="1 + 1 = 2", draft_logprobs=(-0.1,),
                         draft_entropies=(0.1,), draft_tokens=1)  # fmt: skip
+PACKAGED_ROUTER = "router"  # the router installed with the package: a folder in the arbitrage.data package
 
 
 class RouterPolicy:
@@ -78,12 +86,25 @@ class RouterPolicy:
             ) from None
 
 
+def packaged_router() -> Path:
+    """The folder of the router installed with the package."""
+    folder = resources.files("arbitrage.data").joinpath(PACKAGED_ROUTER)
+    if not isinstance(folder, Path) or not (folder / "router.json").is_file():
+        raise PolicyOptionError(
+            "No router is installed with the package: give the router policy {path} PATH "
+            "(a folder from `arbitrage train-router`)",
+            "path",
+        )
+    return folder
+
+
 def build_router_policy(options: RouterOptions, device: str = "auto") -> RouterPolicy:
-    """Load the router at ``options.path`` and fix τ: given, or from the τ table for ``target_rate``."""
+    """Load the router at ``options.path`` (or the packaged one) and fix τ: given, or from the τ table
+    for ``target_rate``."""
     from arbitrage.router.store import load_router
 
     tau, target_rate = options.tau, options.target_rate  # validated: exactly one is set
-    loaded = load_router(options.path, device=device)
+    loaded = load_router(options.path if options.path is not None else packaged_router(), device=device)
     if target_rate is not None:
         tau = loaded.tau_for_rate(target_rate).tau
     assert tau is not None
