@@ -192,10 +192,7 @@ def make_options(policy: str, cls: type[Any], values: Mapping[str, Any]) -> Any:
             raise PolicyOptionError(f"Invalid policy option {name}={value!r}: {detail}") from None
     missing = [f for f in dataclasses.fields(cls) if f.name not in coerced and _required(f)]
     if missing:
-        hint = missing[0].metadata.get("missing", "")
-        raise PolicyOptionError(
-            f"The {policy} policy needs {{{missing[0].name}}} {hint}".strip(), missing[0].name
-        )
+        raise PolicyOptionError(f"The {policy} policy needs {{{missing[0].name}}}", missing[0].name)
     return cls(**coerced)
 
 

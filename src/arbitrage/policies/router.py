@@ -88,8 +88,10 @@ class RouterPolicy:
 
 def packaged_router() -> Path:
     """The folder of the router installed with the package."""
+    from arbitrage.router.store import CONFIG_FILE
+
     folder = resources.files("arbitrage.data").joinpath(PACKAGED_ROUTER)
-    if not isinstance(folder, Path) or not (folder / "router.json").is_file():
+    if not isinstance(folder, Path) or not (folder / CONFIG_FILE).is_file():
         raise PolicyOptionError(
             "No router is installed with the package: give the router policy {path} PATH "
             "(a folder from `arbitrage train-router`)",
