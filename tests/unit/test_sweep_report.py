@@ -196,7 +196,7 @@ def sweep_rows(
     for family, acc, acceptance, lat in points:
         policy, _, variant = family.partition("@")
         rows.append({"point": f"{family}{lat}", "policy_name": policy, "variant": variant or None,
-                     "family": family, "param": None, "value": None, "policy": f"{family}({lat})",
+                     "family": family, "param": None, "value": None, "policy": f"{policy}({lat})",
                      "accuracy": acc, "accuracy_ci": [acc - 0.1, acc + 0.1], "problems": 100,
                      "acceptance_rate": acceptance, "latency_mean_s": lat, "latency_median_s": lat,
                      "target_call_rate": 1 - acceptance, "escalations": 10, "wasted_escalations": None,
@@ -233,9 +233,10 @@ def test_report_compares_a_variant_with_its_plain_family_and_the_others(tmp_path
 
     rows = sweep_rows([("target", 0.6, 0.0, 40.0), ("router", 0.5, 0.8, 15.0), ("router", 0.6, 0.4, 25.0),
                        ("router@both", 0.55, 0.8, 16.0), ("router@both", 0.7, 0.4, 26.0),
-                       ("rsd", 0.5, 0.6, 25.0)])  # fmt: skip
+                       ("rsd", 0.5, 0.6, 25.0), ("draft", 0.2, 1.0, 10.0)])  # fmt: skip
     (tmp_path / "sweep.json").write_text(json.dumps(rows))
-    assert {p.family for p in build_report_points(tmp_path)} == {"target", "router", "router@both", "rsd"}
+    families = {p.family for p in build_report_points(tmp_path)}
+    assert families == {"draft", "target", "router", "router@both", "rsd"}
     assert curve_pairs(["rsd", "router@both", "router", "target"]) == [
         ("router", "rsd"), ("router@both", "rsd"), ("rsd", "router"), ("rsd", "router@both"),
         ("router@both", "router"),
@@ -247,6 +248,9 @@ def test_report_compares_a_variant_with_its_plain_family_and_the_others(tmp_path
     pairs = {(r["policy"], r["versus"]) for r in json.loads((tmp_path / "speedups.json").read_text())}
     assert {("router", "router@both"), ("router@both", "rsd"), ("router@both", "target")} <= pairs
     assert "## router@both vs router" in report
+    assert "| router@both(16.0) |" in report and "| router(15.0) |" in report  # the variant names its points
+    lifts = {r["point"] for r in json.loads((tmp_path / "comparisons.json").read_text())["random_lift"]}
+    assert {"router@both(16.0)", "router(15.0)"} <= lifts
 
 
 class ReplayingScripted(ScriptedGenerator):

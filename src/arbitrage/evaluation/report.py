@@ -79,10 +79,18 @@ class Point:
         return self.problems - self.errors
 
 
+def point_label(row: dict[str, Any]) -> str:
+    """A point's name in the report: its policy's description, with the variant's family in place of the
+    policy's name (``router@both(features,...)``), so two routers' points are told apart."""
+    policy, name = str(row["policy"]), str(row["policy_name"])
+    family = str(row.get("family") or name)
+    return family + policy[len(name) :] if family != name and policy.startswith(name) else policy
+
+
 def _point(row: dict[str, Any]) -> Point:
     return Point(
         family=str(row.get("family") or row["policy_name"]),
-        label=row["policy"],
+        label=point_label(row),
         accuracy=row["accuracy"],
         acceptance=row["acceptance_rate"] if row["acceptance_rate"] is not None else float("nan"),
         latency=row["latency_mean_s"],
