@@ -1,9 +1,11 @@
-"""The MATH500 check: one policy against draft-only, target-only and RSD on the first MATH500 problems.
+"""The MATH500 check: one policy against draft, target, RSD and random mixing on the first MATH500 problems.
 
 The standard sweep (``benchmarks/gsm8k_sweep.py``) picks the best policy on GSM8K; this checks that the
 choice carries over to harder problems, on the same problems for every point, with the same report
-(errored problems apart, paired intervals, speedups at matched accuracy). Blocks of problems and
-resumable, like the sweep: rerun the same command after a stop.
+(errored problems apart, paired intervals, speedups at matched accuracy, lift over random mixing at the
+policy's acceptance). The random control escalates each step with probability ``--random`` (default
+0.6, near the escalation share of a policy at target rate 0.6; give the policy's own rate otherwise).
+Blocks of problems and resumable, like the sweep: rerun the same command after a stop.
 
     python benchmarks/math500_check.py --policy "verify:target_rate=0.4" --verify-score target_nll
     python benchmarks/math500_check.py --policy "router:target_rate=0.4" --router runs/routers/both
@@ -27,6 +29,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--policy", required=True, help='the policy point, e.g. "verify:target_rate=0.4"')
     ap.add_argument("--rsd-thresholds", default=RSD_THRESHOLDS, help="RSD's thresholds ('' for none)")
+    ap.add_argument("--random", default="0.6", help="random control p ('' for none)")
     ap.add_argument("--limit", type=int, default=100, help="the first N MATH500 problems")
     ap.add_argument("--block", type=int, default=10, help="problems per block (0: each point on all)")
     ap.add_argument("--router", type=Path, help="the router folder, for a router policy")
@@ -40,6 +43,8 @@ def main() -> None:
             f"error: --policy {args.policy!r} is not a point (NAME:OPTION=VALUE, e.g. verify:target_rate=0.4)"
         )
     grid = ["draft"]
+    if args.random:
+        grid.append(f"random:p={args.random}")
     if args.rsd_thresholds:
         grid.append(f"rsd:threshold={args.rsd_thresholds}")
     grid += [args.policy, "target"]
