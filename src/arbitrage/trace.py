@@ -199,7 +199,9 @@ class SolveTrace:
 
     @property
     def target_call_rate(self) -> float | None:
-        """Target step calls per step of the solution (1 − acceptance rate when no policy probes)."""
+        """Target step calls per step of the solution (1 − acceptance rate when no policy probes and
+        no step was dropped: a step dropped by the loop guard, or an empty final step, still counts its
+        call)."""
         if not self.steps:
             return None
         return self.usage["target"].calls / len(self.steps)

@@ -11,7 +11,7 @@ import pytest
 
 from arbitrage.evaluation.bootstrap import PointSamples, percentile_interval, resample_points
 from arbitrage.evaluation.records import ProblemRecord, read_records, write_records
-from arbitrage.evaluation.report import Point, build_report, random_lifts
+from arbitrage.evaluation.report import Point, build_report, random_lifts, versus_target
 from arbitrage.evaluation.summary import summarize
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -107,6 +107,23 @@ def test_random_lift_interpolates_between_bracketing_control_points() -> None:
     assert lifts["rsd"]["lift"] == pytest.approx(-0.15)
 
 
+def test_versus_target_pairs_every_point_with_target_only() -> None:
+    def point(family: str, accuracy: float, acceptance: float, latency: float) -> Point:
+        return Point(family, family, accuracy, acceptance, latency, latency, 1 - acceptance, 0, None)
+
+    points = [
+        point("draft", 0.2, 1.0, 10.0),
+        point("target", 0.6, 0.0, 40.0),
+        point("verify", 0.5, 0.4, 50.0),
+    ]
+    rows = {r["family"]: r for r in versus_target(points)}
+    assert set(rows) == {"draft", "verify"}  # every point but the target itself
+    assert rows["verify"]["difference"] == pytest.approx(-0.1)
+    assert rows["verify"]["speedup"] == pytest.approx(0.8)  # slower than the target alone
+    assert rows["draft"]["speedup"] == pytest.approx(4.0)
+    assert versus_target(points[:1] + points[2:]) == []  # no target-only point: nothing to pair with
+
+
 def write_sweep(tmp_path: Path, points: dict[str, tuple[str, list[ProblemRecord]]]) -> None:
     rows = []
     for key, (family, records) in points.items():
@@ -146,6 +163,16 @@ def test_report_lists_errored_problems_and_puts_intervals_on_every_comparison(tm
     assert all(r["difference_ci"] is not None for rows in comparisons["curves"].values() for r in rows)
     assert "Lift over random" in report and "above random" in report
     assert json.loads((tmp_path / "speedups.json").read_text())[0]["speedup_ci"] is not None
+    against = {r["point"]: r for r in comparisons["versus_target"]}
+    assert "target" not in against and against["router_r=0.5"]["difference"] == pytest.approx(-10 / 58)
+    # the router is right only where the target is: every resample has it at or below the target
+    assert against["router_r=0.5"]["difference_ci"][1] <= 0
+    assert against["router_r=0.5"]["speedup"] == pytest.approx(2.0)  # 40 s / 20 s on every problem
+    assert against["router_r=0.5"]["speed_verdict"] == "faster"
+    assert (
+        "## Each point against target-only" in report
+        and "| router_r=0.5 | 0.500 | 0.621 | -0.172 |" in report
+    )
 
 
 def test_report_without_records_says_it_has_no_intervals(tmp_path: Path) -> None:

@@ -19,6 +19,9 @@ between the draft-only point (acceptance 1) and the target-only point (acceptanc
 ``random`` points refine it. A policy point's *lift over random* is its accuracy minus the random
 control's at the point's own acceptance rate, interpolated linearly between the control points (draft,
 target and random points) that bracket it. A lift whose interval contains 0 is "no difference".
+
+Against target-only: every point's accuracy minus target-only's and target-only's mean latency over
+the point's (its speedup), on the same problems, with paired intervals (``versus_target``).
 """
 
 from __future__ import annotations
@@ -302,6 +305,27 @@ def random_lifts(points: list[Point]) -> list[dict[str, Any]]:
     return rows
 
 
+def versus_target(points: list[Point]) -> list[dict[str, Any]]:
+    """Each point against target-only on the same problems: its accuracy minus the target's and the
+    target's mean latency over its own (``speedup`` > 1: faster than the target alone).
+
+    The plain pairing behind the goal "within 0.03 of target-only at lower latency", defined even where
+    a family never reaches the target's accuracy (when :func:`speedups` has no matched accuracy).
+    """
+    target = next((p for p in points if p.family == "target"), None)
+    if target is None:
+        return []
+    rows = []
+    for p in points:
+        if p.family == "target" or p.latency <= 0:
+            continue
+        rows.append({"point": p.label, "family": p.family, "acceptance": p.acceptance, "accuracy": p.accuracy,
+                     "target_accuracy": target.accuracy, "difference": p.accuracy - target.accuracy,
+                     "latency": p.latency, "target_latency": target.latency,
+                     "speedup": target.latency / p.latency})  # fmt: skip
+    return rows
+
+
 @dataclass(frozen=True, slots=True)
 class Resampled:
     """Every point's figures on the same bootstrap resamples of problems."""
@@ -412,6 +436,7 @@ def compare(points: list[Point], boot: Resampled | None) -> dict[str, Any]:
     pairs = curve_pairs({p.family for p in points})
     curves = {f"{f}_vs_{v}": rows for f, v in pairs if (rows := curve_comparison(points, f, v))}
     lifts = random_lifts(points)
+    against_target = versus_target(points)
     if boot is not None:
 
         def derive(pts: list[Point]) -> dict[Hashable, float | None]:
@@ -422,6 +447,9 @@ def compare(points: list[Point], boot: Resampled | None) -> dict[str, Any]:
                     {("curve", f, v, r["point"]): r["difference"] for r in curve_comparison(pts, f, v)}
                 )
             out.update({("lift", r["point"]): r["lift"] for r in random_lifts(pts)})
+            for r in versus_target(pts):
+                out[("target_difference", r["point"])] = r["difference"]
+                out[("target_speedup", r["point"])] = r["speedup"]
             return out
 
         intervals = boot.interval(derive)
@@ -439,12 +467,20 @@ def compare(points: list[Point], boot: Resampled | None) -> dict[str, Any]:
             ci = intervals.get(("lift", r["point"]))
             r["lift_ci"] = ci.to_list() if ci else None
             r["verdict"] = _verdict(ci, 0.0, "above random", "below random")
+        for r in against_target:
+            ci = intervals.get(("target_difference", r["point"]))
+            r["difference_ci"] = ci.to_list() if ci else None
+            r["accuracy_verdict"] = _verdict(ci, 0.0, "above target", "below target")
+            ci = intervals.get(("target_speedup", r["point"]))
+            r["speedup_ci"] = ci.to_list() if ci else None
+            r["speed_verdict"] = _verdict(ci, 1.0, "faster", "slower")
     bootstrap = (
         {"resamples": boot.resamples, "seed": boot.seed, "problems": boot.problems, "paired": True}
         if boot is not None
         else None
     )
-    return {"bootstrap": bootstrap, "speedups": table, "curves": curves, "random_lift": lifts}
+    return {"bootstrap": bootstrap, "speedups": table, "curves": curves, "random_lift": lifts,
+            "versus_target": against_target}  # fmt: skip
 
 
 def build_report(

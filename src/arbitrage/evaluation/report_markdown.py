@@ -51,6 +51,10 @@ def _points_table(points: list[Point]) -> list[str]:
         "",
         "Decode tokens saved: target step tokens kept from a verified draft prefix instead of decoded "
         "(prefix keeping of escalated steps), per problem.",
+        "",
+        "Target-call rate: target step calls per solution step. It can exceed the escalated share, and "
+        "even 1, when the engine drops a step a call produced (a repeated step, which ends the solution "
+        "with stop reason `repetition`, or an empty final step); that call's seconds stay in the latency.",
     ]
 
 
@@ -147,6 +151,34 @@ def _lifts(lifts: list[dict[str, Any]]) -> list[str]:
     return lines
 
 
+def _versus_target(rows: list[dict[str, Any]]) -> list[str]:
+    if not rows:
+        return []
+    lines = [
+        "",
+        "## Each point against target-only",
+        "",
+        "Accuracy minus target-only's, and target-only's mean latency over the point's (above 1: faster "
+        "than running the target alone), on the same problems. A point worth running instead of the "
+        "target is not below it in accuracy and is faster.",
+        "",
+        "| point | acceptance | accuracy | − target | 95% CI | verdict | mean latency s | speedup vs target "
+        "| 95% CI | verdict |",
+        "| --- | ---: | ---: | ---: | ---: | --- | ---: | ---: | ---: | --- |",
+    ]
+    for r in sorted(rows, key=lambda r: (r["family"], -r["acceptance"])):
+        accuracy = [f"{r['accuracy']:.3f}", f"{r['difference']:+.3f}", _ci(r.get("difference_ci")),
+                    r.get("accuracy_verdict", "–")]  # fmt: skip
+        speed = [f"{r['latency']:.1f}", f"{r['speedup']:.2f}x", _ci(r.get("speedup_ci"), ".2f"),
+                 r.get("speed_verdict", "–")]  # fmt: skip
+        cells = [r["point"], f"{r['acceptance']:.3f}", *accuracy, *speed]
+        lines.append("| " + " | ".join(cells) + " |")
+    target = rows[0]
+    lines += ["", f"Target-only: accuracy {target['target_accuracy']:.3f}, mean latency "
+              f"{target['target_latency']:.1f} s."]  # fmt: skip
+    return lines
+
+
 def _waste(points: list[Point]) -> list[str]:
     waste = [p for p in points if p.family == "rsd" and p.wasted is not None and p.rewarded]
     if not waste:
@@ -189,6 +221,7 @@ def markdown(
     lines += _speedups(comparisons["speedups"], notes, boot is not None)
     lines += _curves(comparisons["curves"])
     lines += _lifts(comparisons["random_lift"])
+    lines += _versus_target(comparisons.get("versus_target", []))
     lines += _waste(points)
     lines += [""]
     if boot is not None:

@@ -7,7 +7,8 @@ listed in ``errored_ids``, and every other figure is over the *completed* proble
   of errored problems, never folded into it.
 - acceptance_rate = Σ draft-kept steps / Σ steps (pooled over all steps of all problems).
 - token_acceptance_rate = Σ draft-kept tokens / Σ solution tokens (the official code's weighting).
-- target_call_rate = Σ target step calls / Σ steps.
+- target_call_rate = Σ target step calls / Σ steps (above 1 where a call's step was dropped: a
+  repeated step that ends the solution, or an empty final step; its seconds stay in the latency).
 - latency = per-problem Σ measured call seconds (draft + target, the target's verifications included)
   + policy seconds: mean, median, p90 (nearest-rank). Equal to the wall time up to the engine's own
   overhead for live calls, and still defined when calls were replayed from a step or score cache (their
