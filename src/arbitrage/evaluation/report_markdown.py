@@ -221,7 +221,7 @@ def markdown(
     lines += _speedups(comparisons["speedups"], notes, boot is not None)
     lines += _curves(comparisons["curves"])
     lines += _lifts(comparisons["random_lift"])
-    lines += _versus_target(comparisons.get("versus_target", []))
+    lines += _versus_target(comparisons["versus_target"])
     lines += _waste(points)
     lines += [""]
     if boot is not None:
