@@ -45,74 +45,12 @@ from arbitrage.evaluation.bootstrap import (
     percentile_interval,
     resample_points,
 )
+from arbitrage.evaluation.points import Point, point_from_row
 from arbitrage.evaluation.records import RECORDS, ProblemRecord, read_records
 from arbitrage.evaluation.summary import summarize
 
 FAMILY_ORDER = ("router", "verify", "oracle", "rsd", "random")
 CONTROL_FAMILIES = ("draft", "target", "random")  # the random control: draft-only, target-only, random
-
-
-@dataclass(frozen=True, slots=True)
-class Point:
-    """One sweep point as the report sees it."""
-
-    family: str  # policy family: draft, target, random, rsd, oracle, router, verify, or policy@variant
-    label: str
-    accuracy: float  # correct / completed problems (errored ones left out)
-    acceptance: float  # step-level acceptance rate
-    latency: float  # mean per-problem latency, seconds
-    latency_median: float
-    target_call_rate: float
-    escalations: int
-    wasted: int | None
-    rewarded: int = 0  # escalations with both rewards known
-    accuracy_ci: tuple[float, float] = (float("nan"), float("nan"))
-    problems: int = 0
-    replayed_calls: int = 0  # model calls replayed from the step cache
-    live_calls: int = 0
-    replayed_prm_calls: int = 0  # PRM calls replayed from the score cache
-    live_prm_calls: int = 0
-    errors: int = 0  # errored problems (not in accuracy or latency)
-    errored_ids: tuple[str, ...] = ()  # their ids
-    key: str = ""  # the point's folder under the sweep (its records), e.g. "rsd_threshold=0.9"
-    kept_tokens_mean: float = 0.0  # target decode tokens saved by prefix keeping, per problem
-
-    @property
-    def completed(self) -> int:
-        return self.problems - self.errors
-
-
-def point_label(row: dict[str, Any]) -> str:
-    """A point's name in the report: its policy's description, with the variant's family in place of the
-    policy's name (``router@both(features,...)``), so two routers' points are told apart."""
-    policy, name = str(row["policy"]), str(row["policy_name"])
-    family = str(row.get("family") or name)
-    return family + policy[len(name) :] if family != name and policy.startswith(name) else policy
-
-
-def _point(row: dict[str, Any]) -> Point:
-    return Point(
-        family=str(row.get("family") or row["policy_name"]),
-        label=point_label(row),
-        accuracy=row["accuracy"],
-        acceptance=row["acceptance_rate"] if row["acceptance_rate"] is not None else float("nan"),
-        latency=row["latency_mean_s"],
-        latency_median=row["latency_median_s"],
-        target_call_rate=row["target_call_rate"] or 0.0,
-        escalations=row["escalations"],
-        wasted=row.get("wasted_escalations"),
-        rewarded=row.get("rewarded_escalations", row["escalations"]),
-        accuracy_ci=tuple(row.get("accuracy_ci", (float("nan"), float("nan")))),
-        problems=row.get("problems", 0),
-        replayed_calls=row.get("replayed_calls", 0),
-        live_calls=row.get("live_calls", 0),
-        replayed_prm_calls=row.get("replayed_prm_calls", 0),
-        live_prm_calls=row.get("live_prm_calls", 0),
-        errors=row.get("errors", 0),
-        errored_ids=tuple(str(i) for i in row.get("errored_ids", ())),
-        key=str(row.get("point", "")),
-        kept_tokens_mean=float(row.get("kept_tokens_mean") or 0.0),
-    )
 
 
 def _sweep_rows(sweep_dir: Path) -> list[dict[str, Any]]:
@@ -140,7 +78,7 @@ def load_points(sweep_dir: Path) -> list[Point]:
     records = load_records(sweep_dir, rows)
     if records is not None:
         rows = [{**row, **summarize(records[row["point"]], row["policy"]).to_dict()} for row in rows]
-    return [_point(row) for row in rows]
+    return [point_from_row(row) for row in rows]
 
 
 def _latency(p: Point, median: bool) -> float:
@@ -501,7 +439,8 @@ def build_report(
         excluded = sorted({r.id for rs in records.values() for r in rs} - shared, key=lambda i: (len(i), i))
         records = {key: [r for r in rs if r.id in shared] if excluded else rs for key, rs in records.items()}
         compared = [
-            _point({**row, **summarize(records[row["point"]], row["policy"]).to_dict()}) for row in rows
+            point_from_row({**row, **summarize(records[row["point"]], row["policy"]).to_dict()})
+            for row in rows
         ]
         boot = resample(compared, records, resamples, seed)
     title = title or f"Sweep report: {sweep_dir.name}"

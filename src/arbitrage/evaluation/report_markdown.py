@@ -7,7 +7,7 @@ import math
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from arbitrage.evaluation.report import Point
+    from arbitrage.evaluation.points import Point
 
 
 def _ci(ci: list[float] | None, spec: str = ".3f") -> str:
