@@ -17,7 +17,8 @@ import random
 from pathlib import Path
 
 from arbitrage.backends.loader import load_generator
-from arbitrage.prm.evalset import LabelledStep, build_corrupted, build_draft_rows, load_rows, write_rows
+from arbitrage.labelling.evalset import build_draft_rows
+from arbitrage.prm.evalset import LabelledStep, build_corrupted, load_rows, write_rows
 
 ROOT = Path(__file__).resolve().parents[1]
 GSM8K_TRAIN = ROOT.parent / "shared" / "datasets" / "gsm8k_train.jsonl"

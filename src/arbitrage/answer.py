@@ -1,4 +1,4 @@
-"""Final-answer extraction from solution text (grading against gold lives in the evaluation package)."""
+"""Final-answer extraction from solution text (grading against gold: :mod:`arbitrage.grading`)."""
 
 from __future__ import annotations
 

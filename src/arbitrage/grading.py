@@ -3,7 +3,7 @@
 Extraction: the prediction's final answer is taken from the solution text (last ``\\boxed{}``, then
 GSM8K-style fallbacks, see :mod:`arbitrage.answer`); both sides are parsed by math-verify and compared
 symbolically and numerically. This is the one answer comparison of arbitrage: evaluation grades
-with it, and so do Monte-Carlo rollouts (:mod:`arbitrage.prm.rollout`).
+with it, and so do Monte-Carlo rollouts (:mod:`arbitrage.labelling.rollout`).
 
 Time limits: math-verify's own limits use SIGALRM, which only works in the main thread, so there they
 are used as they are. In any other thread (collection and rollout workers) the comparison runs, with

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from arbitrage.evaluation.datasets import DATASETS, load_dataset
-from arbitrage.evaluation.grading import answers_match, grade
+from arbitrage.grading import answers_match, grade
 
 pytestmark = pytest.mark.slow
 

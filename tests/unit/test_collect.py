@@ -11,8 +11,8 @@ from arbitrage.backends.base import FinishReason, StepContext, StepParams
 from arbitrage.backends.scripted import ScriptedGenerator
 from arbitrage.errors import ConfigError
 from arbitrage.evaluation.datasets import Problem
+from arbitrage.labelling.collect import CollectConfig, CollectModels, collect_question, run_collection
 from arbitrage.prm.base import StepScores
-from arbitrage.router.collect import CollectConfig, CollectModels, collect_question, run_collection
 from arbitrage.router.data import read_pairs
 
 
@@ -148,8 +148,8 @@ def test_collection_follows_the_engines_stopping_rules() -> None:
 
 def test_rows_equal_what_the_engine_and_the_oracle_saw() -> None:
     from arbitrage.engine import Engine
+    from arbitrage.labelling.collect import make_engine, pairs_from_trace
     from arbitrage.policies.reward import OraclePolicy
-    from arbitrage.router.collect import make_engine, pairs_from_trace
     from arbitrage.seeds import sample_seed
 
     seeds: list[int | None] = []

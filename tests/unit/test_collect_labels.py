@@ -12,9 +12,9 @@ from arbitrage.backends.base import FinishReason, StepContext, StepOutput, StepP
 from arbitrage.backends.scripted import ScriptedGenerator
 from arbitrage.errors import ConfigError
 from arbitrage.evaluation.datasets import Problem
-from arbitrage.router.collect import CollectConfig, CollectModels, collect_question, run_collection
+from arbitrage.labelling.collect import CollectConfig, CollectModels, collect_question, run_collection
+from arbitrage.labelling.outcome import OutcomeLabeller, OutcomeOptions
 from arbitrage.router.data import read_pairs
-from arbitrage.router.outcome import OutcomeLabeller, OutcomeOptions
 from arbitrage.seeds import sample_seed
 from tests.unit.test_collect import FakeScorer, reward
 
@@ -92,7 +92,7 @@ def test_a_target_that_cannot_verify_leaves_nulls_and_warns_once(
         return CollectModels(ScriptedGenerator("d", draft_script), target, FakeScorer(reward))
 
     problems = [Problem(str(i), f"question {i}?", "2", "toy") for i in range(3)]
-    with caplog.at_level(logging.WARNING, logger="arbitrage.router.collect"):
+    with caplog.at_level(logging.WARNING, logger="arbitrage.labelling.collect"):
         stats = run_collection(
             problems, make, tmp_path, CollectConfig(StepParams()), workers=2, show_progress=False
         )

@@ -11,9 +11,9 @@ from arbitrage.backends.scripted import ScriptedGenerator
 from arbitrage.engine import Engine
 from arbitrage.errors import ConfigError
 from arbitrage.evaluation.datasets import Problem, load_dataset, load_file, select
-from arbitrage.evaluation.grading import grade
 from arbitrage.evaluation.runner import run_eval
 from arbitrage.evaluation.summary import percentile, summarize, wilson_interval
+from arbitrage.grading import grade
 from arbitrage.policies import DraftOnlyPolicy, RandomPolicy
 
 CASES = json.loads((Path(__file__).parents[1] / "data" / "grading_cases.json").read_text())
@@ -181,7 +181,7 @@ def test_concurrent_eval_and_failed_problems_rerun(tmp_path: Path) -> None:
 def test_grading_off_the_main_thread_matches_and_is_time_limited(monkeypatch: pytest.MonkeyPatch) -> None:
     import threading
 
-    from arbitrage.evaluation import grading
+    from arbitrage import grading
 
     results: list[object] = []
 

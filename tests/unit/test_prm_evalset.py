@@ -11,10 +11,10 @@ import pytest
 from arbitrage.backends.base import FinishReason, StepContext
 from arbitrage.backends.scripted import ScriptedGenerator
 from arbitrage.errors import ConfigError
+from arbitrage.labelling.evalset import build_draft_rows
 from arbitrage.prm.arithmetic import ArithmeticVerifier
 from arbitrage.prm.evalset import (
     build_corrupted,
-    build_draft_rows,
     corrupt_operand,
     corrupt_result,
     load_rows,

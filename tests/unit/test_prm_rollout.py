@@ -8,8 +8,8 @@ from arbitrage.answer import extract_answer, has_boxed_answer
 from arbitrage.backends.base import FinishReason, Generator, StepContext, StepParams
 from arbitrage.backends.scripted import ScriptedGenerator
 from arbitrage.errors import ConfigError, ScorerError
-from arbitrage.evaluation.grading import answers_match
-from arbitrage.prm.rollout import Completion, RolloutScorer, complete
+from arbitrage.grading import answers_match
+from arbitrage.labelling.rollout import Completion, RolloutScorer, complete
 from arbitrage.seeds import sample_seed
 
 Q = "How many apples?"
@@ -126,3 +126,30 @@ def test_a_rollout_on_the_engine_equals_the_old_greedy_completion(
     old = old_complete(ScriptedGenerator("g", script), Q, prefix, params, max_steps, max_tokens)  # type: ignore[arg-type]
     assert (new.steps, new.answer, new.tokens) == (old.steps, old.answer, old.tokens)
     assert new.steps or prefix  # every case writes or starts from something
+
+
+def test_the_mc_spec_is_built_on_the_labelling_side(monkeypatch: pytest.MonkeyPatch) -> None:
+    from arbitrage.backends import loader
+    from arbitrage.labelling.rollout import load_scorer
+    from arbitrage.prm.arithmetic import ArithmeticVerifier
+    from arbitrage.prm.registry import ScorerOptions
+    from arbitrage.prm.registry import load_scorer as load_prm_scorer
+
+    gold = {Q: "8"}
+    loaded: list[str] = []
+
+    def fake_load(spec: str, options: object = None) -> Generator:
+        loaded.append(spec)
+        return ScriptedGenerator(spec, ["\\boxed{8}"])
+
+    monkeypatch.setattr(loader, "load_generator", fake_load)
+    scorer = load_scorer("mc:tiny", ScorerOptions(gold_answers=gold, rollouts=2))
+    assert isinstance(scorer, RolloutScorer) and scorer.rollouts == 2 and loaded == ["tiny"]
+    assert isinstance(load_scorer("arith"), ArithmeticVerifier)  # every PRM registry spec as well
+    with pytest.raises(ConfigError, match="need gold answers"):
+        load_scorer("mc:tiny", ScorerOptions())
+    with pytest.raises(ConfigError, match="needs a model"):
+        load_scorer("mc:", ScorerOptions(gold_answers=gold))
+    with pytest.raises(ConfigError, match="labelling"):  # the PRM registry below the engine cannot
+        load_prm_scorer("mc:tiny", ScorerOptions(gold_answers=gold))
+    assert loaded == ["tiny"]

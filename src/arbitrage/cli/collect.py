@@ -10,7 +10,7 @@ import typer
 from arbitrage.cli import options as opt
 
 if TYPE_CHECKING:
-    from arbitrage.router.collect import CollectModels
+    from arbitrage.labelling.collect import CollectModels
 
 
 def collect(
@@ -72,9 +72,9 @@ def collect(
     from arbitrage.backends.loader import GeneratorOptions
     from arbitrage.cli.common import load_model, open_run, step_params
     from arbitrage.evaluation.datasets import load_problems
+    from arbitrage.labelling.collect import CollectConfig, CollectModels, run_collection
+    from arbitrage.labelling.outcome import OutcomeOptions
     from arbitrage.prm.registry import DEFAULT_PRM
-    from arbitrage.router.collect import CollectConfig, CollectModels, run_collection
-    from arbitrage.router.outcome import OutcomeOptions
     from arbitrage.run import RunSpec
 
     name, problems = load_problems(dataset if data_file is None else None, data_file, question_field,

@@ -38,9 +38,10 @@ def eval_prm(
 
     from arbitrage.cli.render import print_prm_table
     from arbitrage.errors import ConfigError
+    from arbitrage.labelling.rollout import load_scorer  # the PRM registry's scorers, and mc
     from arbitrage.prm.evalset import load_rows
     from arbitrage.prm.evaluate import ScorerReport, component_spec, evaluate_scorer
-    from arbitrage.prm.registry import DEFAULT_PRM, ScorerOptions, load_scorer
+    from arbitrage.prm.registry import DEFAULT_PRM, ScorerOptions
 
     files = data or sorted(DEFAULT_DATA_DIR.glob("*.jsonl"))
     if not files:

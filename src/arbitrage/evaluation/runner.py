@@ -20,9 +20,9 @@ from arbitrage.concurrent import ProblemResult, solve_many
 from arbitrage.engine import Engine
 from arbitrage.errors import ConfigError
 from arbitrage.evaluation.datasets import Problem
-from arbitrage.evaluation.grading import grade
 from arbitrage.evaluation.records import RECORDS, ProblemRecord, read_records, write_records
 from arbitrage.evaluation.summary import EvalSummary, summarize
+from arbitrage.grading import grade
 from arbitrage.trace import SolveTrace
 
 logger = logging.getLogger(__name__)

@@ -1,7 +1,7 @@
 """Collect oracle-labelled step pairs: ``(x, z_d, z_t, s_d, s_t, Δ, y)`` for router training.
 
 Collection is the :class:`~arbitrage.engine.Engine` run with a
-:class:`~arbitrage.router.recording.RecordingPolicy`: at every step the draft writes ``z_d`` and the
+:class:`~arbitrage.labelling.recording.RecordingPolicy`: at every step the draft writes ``z_d`` and the
 target writes ``z_t`` from the same prefix (plus ``k − 1`` extra sampled target steps when
 ``target_samples > 1``), the PRM scores every candidate, and the solution continues with the step the
 *follow* rule picks: ``oracle`` (the target's step iff ``Δ = mean(s_t) − s_d > τ``, as the Arbitrage
@@ -14,7 +14,7 @@ of any solution and gives no row.
 Each row also carries the **target's verification of z_d** (its ``t_*`` columns, when the target is a
 :class:`~arbitrage.backends.base.Verifier`; otherwise null, with one warning per run), and with
 ``labels="outcome"`` **grounded labels**: after the recording solve, both candidates of every step are
-continued to an answer and graded against the gold answer (:mod:`arbitrage.router.outcome`), in the
+continued to an answer and graded against the gold answer (:mod:`arbitrage.labelling.outcome`), in the
 worker that solved the question.
 
 Questions run through :func:`arbitrage.concurrent.solve_many`, one engine (own models, own KV caches,
@@ -38,11 +38,8 @@ from arbitrage.backends.base import Generator, StepParams, Verification, Verifie
 from arbitrage.concurrent import ProblemResult, solve_many
 from arbitrage.engine import Engine, EngineConfig
 from arbitrage.errors import ConfigError
-from arbitrage.prm.base import StepScorer
-from arbitrage.router.base import VerificationSummary
-from arbitrage.router.data import StepPair, read_pairs, write_shard
-from arbitrage.router.outcome import LABEL_SOURCES, OutcomeLabeller, OutcomeOptions, PairOutcome
-from arbitrage.router.recording import (
+from arbitrage.labelling.outcome import LABEL_SOURCES, OutcomeLabeller, OutcomeOptions, PairOutcome
+from arbitrage.labelling.recording import (
     PRM_SECONDS,
     S_T_SAMPLES,
     TARGET_SAMPLE_SECONDS,
@@ -51,6 +48,9 @@ from arbitrage.router.recording import (
     RecordingOptions,
     RecordingPolicy,
 )
+from arbitrage.prm.base import StepScorer
+from arbitrage.router.base import VerificationSummary
+from arbitrage.router.data import StepPair, read_pairs, write_shard
 from arbitrage.trace import SolveTrace
 
 logger = logging.getLogger(__name__)

@@ -9,7 +9,7 @@ to the right answer more often. For one step pair ``(z_d, z_t)`` after a prefix:
    (temperature ``temperature``, seeded by :func:`arbitrage.seeds.sample_seed` with the index of the
    first continued step and the continuation's number, so both candidates of a pair share seeds);
 2. each continuation's final answer is graded against the gold answer
-   (:func:`arbitrage.evaluation.grading.grade_answer`, whose time limits hold in worker threads);
+   (:func:`arbitrage.grading.grade_answer`, whose time limits hold in worker threads);
 3. ``outcome_d`` / ``outcome_t`` = share of a candidate's continuations graded right,
    ``outcome_advantage = outcome_t − outcome_d`` and ``y_outcome = 1[outcome_advantage > 0]``.
 
@@ -37,7 +37,7 @@ from arbitrage.answer import extract_answer, has_boxed_answer
 from arbitrage.backends.base import Generator, StepParams
 from arbitrage.engine import Engine, EngineConfig
 from arbitrage.errors import ConfigError
-from arbitrage.evaluation.grading import grade_answer
+from arbitrage.grading import grade_answer
 from arbitrage.policies.basic import DraftOnlyPolicy
 from arbitrage.router.labels import LABEL_SOURCES
 from arbitrage.seeds import sample_seed

@@ -39,7 +39,7 @@ from arbitrage.trace import Decision
 
 Follow = Literal["oracle", "draft", "target", "random"]
 
-# keys of Decision.info a recording policy always writes (read by arbitrage.router.collect)
+# keys of Decision.info a recording policy always writes (read by arbitrage.labelling.collect)
 S_T_SAMPLES = "s_t_samples"  # [k] PRM reward of each target sample, the greedy one first
 TARGET_SAMPLE_SECONDS = "target_sample_seconds"  # Σ wall seconds of the k target step calls
 PRM_SECONDS = "prm_seconds"  # Σ wall seconds of the PRM calls of this decision

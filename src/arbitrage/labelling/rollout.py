@@ -1,7 +1,7 @@
 """Monte-Carlo rollout values (Math-Shepherd's estimate): continue from a step, see if the answer is right.
 
 The value of a step is the share of ``k`` completions, written by a generator from the solution through
-that step, whose final answer equals the gold answer (:func:`arbitrage.evaluation.grading.answers_match`,
+that step, whose final answer equals the gold answer (:func:`arbitrage.grading.answers_match`,
 the same comparison evaluation grades with). It needs the gold answer, so it labels data (the
 step-labelled evaluation set, router training) and is never a policy's PRM at solve time. Costly: each
 rollout writes the rest of a solution.
@@ -10,6 +10,10 @@ A completion is the :class:`~arbitrage.engine.Engine` solving from the given ste
 (``Engine.solve(question, prefix=steps)``) with the draft-only policy by default, so rollouts stop by
 the engine's rules (boxed answer, end of answer, step and token limits, the repetition guard). Sampled
 completions are seeded by :func:`arbitrage.seeds.sample_seed`.
+
+The ``mc:MODEL`` spec builds a :class:`RolloutScorer` through :func:`load_scorer` here, which knows
+every spec of the PRM registry (:mod:`arbitrage.prm.registry`) and ``mc`` besides: the registry stands
+below the engine and cannot build it.
 """
 
 from __future__ import annotations
@@ -22,10 +26,12 @@ from dataclasses import dataclass
 from arbitrage.backends.base import Generator, StepParams
 from arbitrage.engine import Engine, EngineConfig
 from arbitrage.errors import ConfigError, ScorerError
-from arbitrage.evaluation.grading import grade_answer
+from arbitrage.grading import grade_answer
 from arbitrage.policies.base import RoutingPolicy
 from arbitrage.policies.basic import DraftOnlyPolicy
-from arbitrage.prm.base import StepScores, check_request
+from arbitrage.prm import registry
+from arbitrage.prm.base import StepScorer, StepScores, check_request
+from arbitrage.prm.registry import ScorerFactory, ScorerOptions
 from arbitrage.seeds import sample_seed
 
 
@@ -126,3 +132,22 @@ class RolloutScorer:
 
     def close(self) -> None:
         self.generator.close()
+
+
+def _mc(rest: str, options: ScorerOptions) -> StepScorer:
+    if options.gold_answers is None:
+        raise ConfigError(registry.NO_GOLD_ANSWERS)
+    if not rest:
+        raise ConfigError("A rollout PRM spec needs a model: mc:MODEL")
+    from arbitrage.backends.loader import GeneratorOptions, load_generator
+
+    generator = load_generator(rest, GeneratorOptions(n_ctx=options.n_ctx, settings=options.settings))
+    return RolloutScorer(generator, options.gold_answers, rollouts=options.rollouts)
+
+
+SCORERS: dict[str, ScorerFactory] = {**registry.SCORERS, "mc": _mc}  # the PRM registry's, and mc
+
+
+def load_scorer(spec: str, options: ScorerOptions | None = None) -> StepScorer:
+    """Build the scorer a spec names: any of the PRM registry's, or ``mc:MODEL`` (needs ``gold_answers``)."""
+    return registry.load_scorer(spec, options, scorers=SCORERS)

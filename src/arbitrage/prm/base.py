@@ -14,7 +14,8 @@ Scorers (see :mod:`arbitrage.prm.registry` for the spec strings that build them)
 - ``judge+arith``: the judge, vetoed by the arithmetic check.
 - ``hf``: trained PRMs through transformers (Skywork value head, Qwen2.5-Math-PRM, Math-Shepherd).
 - ``http``: a reward model served by vLLM (its ``/pooling`` endpoint).
-- ``mc``: Monte-Carlo rollout values (needs gold answers: for data collection only).
+- ``mc``: Monte-Carlo rollout values (needs gold answers: for data collection only;
+  :mod:`arbitrage.labelling.rollout`).
 """
 
 from __future__ import annotations

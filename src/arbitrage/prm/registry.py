@@ -12,6 +12,11 @@ Specs (``--prm`` everywhere):
   ``qwen``, ``shepherd``) is detected from the folder's config when left out.
 - ``http:URL#MODEL``: a reward model served by vLLM (``/pooling``), e.g. ``http:http://host:8000#Qwen/Qwen2.5-Math-PRM-7B``.
 - ``mc:MODEL``: Monte-Carlo rollout values with a local model; needs gold answers (data collection).
+  Rollouts run the engine, which stands above this package, so the scorer is built by
+  :func:`arbitrage.labelling.rollout.load_scorer` (``eval-prm`` loads its scorers through it); here
+  ``mc`` only says so.
+
+A caller with scorers of its own passes ``scorers``: :data:`SCORERS` with its own entries added.
 """
 
 from __future__ import annotations
@@ -41,7 +46,7 @@ class ScorerOptions:
     retries: int = 3  # http: retries after a failed request (connection error, 5xx, 429)
     device: str = "cpu"  # hf: torch device
     batch_size: int = 8  # hf: solutions per forward pass in batch scoring
-    gold_answers: Mapping[str, str] | None = None  # mc: question -> gold answer
+    gold_answers: Mapping[str, str] | None = None  # mc (arbitrage.labelling.rollout): question -> gold answer
     rollouts: int = 4  # mc: completions per step
 
 
@@ -102,20 +107,19 @@ def _http(rest: str, options: ScorerOptions) -> StepScorer:
     return RemoteScorer(url, model, timeout_s=options.timeout_s, retries=options.retries)
 
 
+NO_GOLD_ANSWERS = "Monte-Carlo rollout values need gold answers (eval-prm supplies them)"
+
+
 def _mc(rest: str, options: ScorerOptions) -> StepScorer:
-    from arbitrage.prm.rollout import RolloutScorer
-
+    """Rollout values are built by :func:`arbitrage.labelling.rollout.load_scorer`, never here."""
     if options.gold_answers is None:
-        raise ConfigError("Monte-Carlo rollout values need gold answers (eval-prm supplies them)")
-    if not rest:
-        raise ConfigError("A rollout PRM spec needs a model: mc:MODEL")
-    from arbitrage.backends.loader import GeneratorOptions, load_generator
-
-    generator = load_generator(rest, GeneratorOptions(n_ctx=options.n_ctx, settings=options.settings))
-    return RolloutScorer(generator, options.gold_answers, rollouts=options.rollouts)
+        raise ConfigError(NO_GOLD_ANSWERS)
+    raise ConfigError("Monte-Carlo rollout values are built by arbitrage.labelling.rollout.load_scorer")
 
 
-SCORERS: dict[str, Callable[[str, ScorerOptions], StepScorer]] = {
+ScorerFactory = Callable[[str, ScorerOptions], StepScorer]  # (the spec after "scheme:", options) -> scorer
+
+SCORERS: dict[str, ScorerFactory] = {
     "judge": _judge,
     "judge+arith": _judge_arith,
     "arith": _arith,
@@ -125,15 +129,17 @@ SCORERS: dict[str, Callable[[str, ScorerOptions], StepScorer]] = {
 }
 
 
-def load_scorer(spec: str, options: ScorerOptions | None = None) -> StepScorer:
-    """Build the scorer a spec names (see the module docstring for the forms)."""
+def load_scorer(
+    spec: str, options: ScorerOptions | None = None, *, scorers: Mapping[str, ScorerFactory] = SCORERS
+) -> StepScorer:
+    """Build the scorer a spec names (see the module docstring for the forms) from ``scorers``."""
     if not spec or not spec.strip():
         raise ConfigError("Empty PRM spec")
     scheme, _, rest = spec.strip().partition(":")
     try:
-        factory = SCORERS[scheme]
+        factory = scorers[scheme]
     except KeyError:
         raise ConfigError(
-            f"Unknown PRM {spec!r}: the spec starts with one of {', '.join(SCORERS)} (e.g. {DEFAULT_PRM})"
+            f"Unknown PRM {spec!r}: the spec starts with one of {', '.join(scorers)} (e.g. {DEFAULT_PRM})"
         ) from None
     return factory(rest, options or ScorerOptions())

@@ -1,1 +1,4 @@
-"""The Arbitrage Router: oracle-labelled step data, router training, evaluation and routing."""
+"""The Arbitrage Router: step-pair data, router training, evaluation and routing.
+
+Collecting the labelled step pairs runs the engine, so it lives above, in :mod:`arbitrage.labelling`.
+"""

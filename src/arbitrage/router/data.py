@@ -12,7 +12,7 @@ load unchanged):
   the draft's step (:class:`arbitrage.backends.base.Verification`), when the target is a verifier;
 - **grounded (outcome) labels** (``outcome_*``, ``y_outcome``, ``continuation_*``, ``answers_*``): both
   candidates continued to an answer and graded against the gold answer (``collect --labels outcome``,
-  :mod:`arbitrage.router.outcome`).
+  :mod:`arbitrage.labelling.outcome`).
 """
 
 from __future__ import annotations
