@@ -187,7 +187,7 @@ class Engine:
         # 1. target-only decoding never consults the draft
         if self.policy.skip_draft:
             target = make_target(None)
-            decision = Decision(escalate=True, reason="target only")
+            decision = Decision(escalate=True, reason=getattr(self.policy, "skip_reason", "target only"))
             return self._record(index, None, target, decision, 0.0, 0)
         # 2. the draft proposes the next step
         draft = self.draft.generate_step(context, self.config.step)

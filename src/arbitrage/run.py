@@ -30,6 +30,8 @@ from typing import TYPE_CHECKING, Any
 
 from arbitrage.backends.base import Generator
 from arbitrage.backends.loader import GeneratorOptions, load_generator
+from arbitrage.backends.speculation import PriorCosts, Speculation, SpeculationConfig
+from arbitrage.costs import CostModel
 from arbitrage.engine import Engine, EngineConfig
 from arbitrage.errors import ConfigError
 from arbitrage.models.registry import DEFAULT_DRAFT, DEFAULT_TARGET
@@ -65,6 +67,13 @@ class RunSpec:
     # latencies would stop being what a live run measures; turn it on only to save time
     replay_scores: bool = False
     shared_scorer: bool = False  # the PRM is called from several threads: serialise its calls
+    # token-level speculation inside the target's text: the draft proposes tokens, the target checks them
+    # in one batch (lossless for greedy steps; llama.cpp draft and target sharing a vocabulary).
+    # None: off. The controller switches itself off where its measured costs say it cannot pay.
+    speculation: SpeculationConfig | None = None
+    # reproducible llama.cpp evaluation (determinism "auto": exact where the build allows, else aligned
+    # chunks at +24% latency on the default pair); off: the serving mode, every cached position reused
+    reproducible: bool = False
 
 
 class SerialScorer:
@@ -115,8 +124,13 @@ class Run:
 
     @property
     def generator_options(self) -> GeneratorOptions:
+        settings = None
+        if self.spec.reproducible:
+            from arbitrage.settings import load_settings
+
+            settings = load_settings().model_copy(update={"llama_determinism": "auto"})
         return GeneratorOptions(
-            n_ctx=self.spec.n_ctx, seed=self.spec.seed, prompt_style=self.spec.prompt_style
+            n_ctx=self.spec.n_ctx, seed=self.spec.seed, prompt_style=self.spec.prompt_style, settings=settings
         )
 
     @property
@@ -132,7 +146,7 @@ class Run:
         if self._open:
             raise ConfigError("This run is open already")
         spec = self.spec
-        choices = [_options_of(c) for c in spec.policies]  # validates the options before any load
+        choices = [self._with_costs(*_options_of(c)) for c in spec.policies]  # validated before any load
         with contextlib.ExitStack() as stack:
             # 1. the cache file (steps and scores in one SQLite file, their own tables)
             step_cache = score_cache = None
@@ -157,6 +171,7 @@ class Run:
             stack.callback(draft.close)
             target = self._load_model(spec.target, options)
             stack.callback(target.close)
+            self._speculate(target, draft)
             if step_cache is not None:
                 style = _style_id(options.prompt_style)
                 draft = CachingGenerator(draft, step_cache, f"{spec.draft}|{style}")
@@ -165,6 +180,44 @@ class Run:
             self._stack = stack.pop_all()
         self._open = True
         return self
+
+    def _with_costs(self, name: str, options: Any) -> tuple[str, Any]:
+        """``auto`` without a cost file reads this pair's costs measured here by bench-costs, if any."""
+        from arbitrage.costs import costs_cache_path
+        from arbitrage.policies.options import AutoOptions
+        from arbitrage.settings import load_settings
+
+        if isinstance(options, AutoOptions) and options.costs is None:
+            cached = costs_cache_path(load_settings().home, self.spec.draft, self.spec.target)
+            if cached.is_file():
+                options = dataclasses.replace(options, costs=str(cached))
+        return name, options
+
+    def _speculate(self, target: Generator, draft: Generator) -> None:
+        """Attach token-level speculation: as the spec says, or where a policy (``auto``) wants it."""
+        from arbitrage.costs import read_costs
+
+        wanting = [p for p in self.policies if getattr(p, "wants_speculation", False)]
+        config = self.spec.speculation
+        if config is None and not wanting:
+            return
+        if config is not None:  # asked for explicitly: an impossible pair is an error
+            attach_speculation(target, draft, config)
+            note = "on (as configured)"
+        else:
+            prior = None
+            for policy in wanting:
+                costs_file = getattr(getattr(policy, "plan", None), "costs_file", None)
+                if costs_file:
+                    prior = prior_costs(read_costs(Path(costs_file)))
+            try:
+                attach_speculation(target, draft, SpeculationConfig(), prior)
+                note = "adaptive (measured costs decide per token)"
+            except ConfigError as exc:
+                note = f"off: {exc}"
+                logger.info("auto: no token-level speculation (%s)", exc)
+        for policy in wanting:
+            policy.speculation_note = note  # type: ignore[attr-defined]
 
     def close(self) -> None:
         """Close everything this run opened, last opened first (idempotent)."""
@@ -202,6 +255,31 @@ class Run:
         if not self._open:
             raise ConfigError("Open the run first (with Run(...) as run: ...)")
         return Engine(self.draft, self.target, policy or self.policy, config)
+
+
+def prior_costs(costs: CostModel) -> PriorCosts | None:
+    """What speculation knows before it runs, from measured costs (None without small-batch figures)."""
+    extra = costs.target.batch_extra
+    if extra is None:
+        return None
+    return PriorCosts(decode=costs.target.decode, batch_token=extra, proposer=costs.draft.decode)
+
+
+def attach_speculation(
+    target: Generator, draft: Generator, config: SpeculationConfig, prior: PriorCosts | None = None
+) -> Speculation:
+    """Have ``target`` speculate with ``draft`` as its token proposer; a one-line error where it cannot."""
+    from arbitrage.backends.speculation import TokenProposer
+
+    speculate_with = getattr(target, "speculate_with", None)
+    if speculate_with is None or not isinstance(draft, TokenProposer):
+        raise ConfigError(
+            "token-level speculation needs a llama.cpp target and draft "
+            f"({target.name} drafted by {draft.name})"
+        )
+    speculation = Speculation(draft, config, prior)
+    speculate_with(speculation)
+    return speculation
 
 
 def _style_id(style: PromptStyle) -> str:

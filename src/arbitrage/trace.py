@@ -120,6 +120,12 @@ class ModelUsage:
     verify_calls: int = 0  # verify_step calls (the target's teacher-forced view of a draft step)
     verify_seconds: float = 0.0  # Σ wall seconds of those calls
     verify_prefill_tokens: int = 0  # Σ tokens they evaluated (context not in the KV cache, and the step)
+    # token-level speculation inside this model's steps (backends/speculation.py); the proposer's
+    # seconds are inside decode_seconds
+    spec_rounds: int = 0  # batched checks of proposed tokens
+    spec_proposed: int = 0  # Σ tokens proposed
+    spec_accepted: int = 0  # Σ of those kept (the model's own greedy choice there)
+    spec_proposer_seconds: float = 0.0  # Σ seconds the proposer spent
 
     def observe(self, output: StepOutput) -> None:
         self.model = output.model
@@ -130,6 +136,12 @@ class ModelUsage:
         self.prefill_seconds += output.prefill_seconds
         self.decode_seconds += output.decode_seconds
         self.kept_tokens += _kept_tokens(output)
+        stats = output.extra.get("speculation")
+        if isinstance(stats, dict):
+            self.spec_rounds += int(stats.get("rounds", 0))
+            self.spec_proposed += int(stats.get("proposed", 0))
+            self.spec_accepted += int(stats.get("accepted", 0))
+            self.spec_proposer_seconds += float(stats.get("proposer_seconds", 0.0))
 
     def observe_verification(self, verification: Verification) -> None:
         self.model = verification.model

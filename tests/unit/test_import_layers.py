@@ -7,7 +7,7 @@ much as one at the top of a file: a lazy import still says which floor a module 
 Floors, bottom to top (a unit is a top-level module or sub-package of ``arbitrage``; the package's own
 ``__init__`` is the public API, above everything it re-exports):
 
-0. shared vocabulary: errors, settings, prompts, answer, grading, seeds, models, data
+0. shared vocabulary: errors, settings, prompts, answer, grading, costs, seeds, models, data
 1. backends: the generators
 2. trace: what a solve records (its types come from backends)
 3. prm, router: the step scorers and the routers
@@ -32,7 +32,7 @@ SRC = Path(__file__).resolve().parents[2] / "src" / PACKAGE
 API = "__init__"  # the unit of arbitrage/__init__.py
 
 FLOORS: tuple[tuple[str, ...], ...] = (
-    ("errors", "settings", "prompts", "answer", "grading", "seeds", "models", "data"),
+    ("errors", "settings", "prompts", "answer", "grading", "costs", "seeds", "models", "data"),
     ("backends",),
     ("trace",),
     ("prm", "router"),

@@ -37,6 +37,7 @@ import numpy as np
 from arbitrage.backends.base import FinishReason, StepContext, StepOutput, StepParams, Verification
 from arbitrage.backends.llamacpp_eval import KVEvaluator, probe_batch_invariance
 from arbitrage.backends.llamacpp_probe import extra_bufts_allowed
+from arbitrage.backends.speculation import Speculation, SpeculationStats
 from arbitrage.backends.stepping import choose_token, decode_step, entropy, log_softmax, row_summaries
 from arbitrage.errors import BackendError, ConfigError, ModelFileError
 from arbitrage.models.store import check_gguf_file
@@ -126,6 +127,7 @@ class LlamaCppGenerator:
                     n_threads=threads,
                     n_threads_batch=threads,
                     logits_all=False,
+                    flash_attn=settings.llama_flash_attn == "on",
                     seed=seed,
                     verbose=False,
                 )
@@ -154,6 +156,13 @@ class LlamaCppGenerator:
         if self.verify not in ("batched", "sequential"):
             raise ConfigError(f"verify must be batched or sequential, got {self.verify!r}")
         self._logits = np.zeros(self.n_vocab, dtype=np.float32)  # next-token logits after the cache
+        # token-level speculation (speculate_with): the proposer, and the current call's state
+        self._speculation: Speculation | None = None
+        self._speculating = False  # this call decodes greedily with speculation
+        self._ahead: list[tuple[int, np.ndarray]] = []  # proposed tokens in the cache, logits after each
+        self._round: tuple[int, float, float] = (0, 0.0, 0.0)  # open round: k, proposer s, verify s
+        self._round_accepted = 0
+        self._call_stats = SpeculationStats()
 
     def _pick_determinism(self, mode: str) -> str:
         """Resolve ``auto`` by probing the build (see ``backends/llamacpp_eval.py``); set up evaluation."""
@@ -248,8 +257,124 @@ class LlamaCppGenerator:
         return len(tokens) - start
 
     def _feed(self, token: int) -> None:
-        """Decode mode: evaluate one generated token; its logits become the next-token logits."""
-        self._logits = self._kv.feed(token)
+        """Decode mode: evaluate one generated token; its logits become the next-token logits.
+
+        With speculation (greedy calls), a token the proposer proposed and the cache already holds costs
+        nothing; otherwise the proposer drafts ``k`` tokens after it and all ``k + 1`` are evaluated in
+        one batch, their logits kept for the next choices (see ``backends/speculation.py``).
+        """
+        spec = self._speculation
+        if spec is None or not self._speculating:
+            self._logits = self._kv.feed(token)
+            return
+        if self._ahead:
+            if self._ahead[0][0] == token:  # the proposal is the model's own choice: keep it
+                self._logits = self._ahead.pop(0)[1]
+                self._round_accepted += 1
+                if not self._ahead:
+                    self._close_round()
+                return
+            self._kv.truncate(self._kv.n_tokens - len(self._ahead))  # drop the rejected proposals
+            self._ahead.clear()
+            self._close_round()
+        k = min(spec.controller.next_k(), self.n_ctx - self._kv.n_tokens - 2)
+        t0 = time.perf_counter()
+        if k <= 0:
+            self._logits = self._kv.feed(token)
+            spec.controller.observe_plain(time.perf_counter() - t0)
+            self._call_stats.observe_plain()
+            return
+        context = [*map(int, self.llm.input_ids[: self._kv.n_tokens]), token]
+        proposals = spec.proposer.propose(context, k)[:k]
+        t1 = time.perf_counter()
+        start = len(context) - 1
+        full = context + proposals
+        rows = self._kv.evaluate(full, start, list(range(start, len(full))))
+        self._logits = rows[0]
+        self._ahead = list(zip(proposals, rows[1:], strict=True))
+        self._round = (len(proposals), t1 - t0, time.perf_counter() - t1)
+        self._round_accepted = 0
+        if not proposals:
+            self._close_round()
+
+    def _close_round(self) -> None:
+        """Account for the open speculation round (its proposals kept or dropped by now)."""
+        k, proposer_seconds, verify_seconds = self._round
+        if self._speculation is not None and (k or verify_seconds):
+            self._speculation.controller.observe_round(
+                k, self._round_accepted, proposer_seconds, verify_seconds
+            )
+            self._call_stats.observe_round(k, self._round_accepted, proposer_seconds, verify_seconds)
+        self._round = (0, 0.0, 0.0)
+        self._round_accepted = 0
+
+    def _begin_decode(self, params: StepParams) -> None:
+        """Start a decoding call: speculate only for greedy steps (it is lossless only there)."""
+        self._ahead.clear()
+        self._round = (0, 0.0, 0.0)
+        self._speculating = self._speculation is not None and params.temperature == 0
+        self._call_stats = SpeculationStats()
+
+    def _end_decode(self, extra: dict[str, object]) -> dict[str, object]:
+        """Finish a decoding call: close an open round and report it in the step's ``extra``."""
+        if self._ahead or self._round[0]:
+            self._close_round()
+        self._ahead.clear()
+        if self._speculating:
+            extra["speculation"] = self._call_stats.to_dict()
+        self._speculating = False
+        return extra
+
+    # -- token-level speculation ---------------------------------------------------------------------
+
+    def vocabulary_key(self) -> str:
+        """A fingerprint of the vocabulary: equal for models that give equal text equal token ids."""
+        import hashlib
+
+        probe = self.tokenize(_PROBE_TEXT[:160] + " 12,345.6 ∑ café\n\n", special=False)
+        ends = [int(self.llm.token_eos()), int(self.llm.token_bos())]
+        return hashlib.sha256(repr((self.n_vocab, probe, ends)).encode()).hexdigest()[:16]
+
+    def propose(self, tokens: list[int] | tuple[int, ...], k: int) -> list[int]:
+        """Up to ``k`` greedy tokens after ``tokens`` (this model as a token proposer, KV reused)."""
+        if self._closed:
+            raise BackendError(f"{self.name} is closed")
+        with self._lock:
+            sequence = list(tokens)
+            if len(sequence) + k >= self.n_ctx:
+                return []
+            start = self._kv.reusable(sequence)
+            logits = self._kv.evaluate(sequence, start, [len(sequence) - 1])[0]
+            out: list[int] = []
+            while True:
+                token = int(np.argmax(logits))
+                out.append(token)
+                if len(out) >= k or self.is_end_of_generation(token):
+                    return out
+                logits = self._kv.feed(token)
+
+    def speculate_with(self, speculation: Speculation | None) -> None:
+        """Decode greedy steps with token-level speculation from ``speculation``'s proposer (None: off).
+
+        The proposer must share this model's vocabulary, and evaluation must reuse decoded positions
+        (determinism ``off`` or ``exact``): the ``aligned`` mode would re-evaluate every round.
+        """
+        if speculation is not None:
+            if self._kv.chunk is not None:
+                raise ConfigError(
+                    f"{self.name}: token-level speculation needs llama.cpp determinism off or exact "
+                    "(the aligned reproducible mode re-evaluates decoded tokens)"
+                )
+            proposer = speculation.proposer
+            if proposer.vocabulary_key() != self.vocabulary_key():
+                raise ConfigError(
+                    f"{proposer.name} cannot propose tokens for {self.name}: their vocabularies differ"
+                )
+        self._speculation = speculation
+
+    @property
+    def speculation(self) -> Speculation | None:
+        return self._speculation
 
     def _last_logits(self) -> np.ndarray:
         return self._logits
@@ -298,6 +423,7 @@ class LlamaCppGenerator:
         t0 = time.perf_counter()
         prefill = self._prefill(tokens)
         t1 = time.perf_counter()
+        self._begin_decode(params)
 
         # 2. decode until EOS, separator or the cap
         def next_token() -> tuple[int, float, float]:
@@ -313,6 +439,7 @@ class LlamaCppGenerator:
             detokenize=lambda generated: self._decode(generated, tokens),
             feed=self._feed,
         )
+        extra = self._end_decode({"token_ids": list(step.token_ids)})
         t2 = time.perf_counter()
         return step.output(
             self.name,
@@ -320,7 +447,7 @@ class LlamaCppGenerator:
             prefill_tokens=prefill,
             prefill_seconds=t1 - t0,
             decode_seconds=t2 - t1,
-            extra={"token_ids": list(step.token_ids)},
+            extra=extra,
         )
 
     # -- verification and replay -----------------------------------------------------------------
@@ -413,6 +540,7 @@ class LlamaCppGenerator:
                 divergent = []
             forced = [(v.tokens[i], v.token_logprobs[i], v.entropies[i]) for i in range(kept)]
             t1 = time.perf_counter()
+            self._begin_decode(params)
 
             def next_token() -> tuple[int, float, float]:
                 if divergent:  # the model's choice at the divergence was read by the verification
@@ -430,6 +558,7 @@ class LlamaCppGenerator:
                 feed=self._feed,
                 forced=forced,
             )
+            extra = self._end_decode({"token_ids": list(step.token_ids), "kept_tokens": step.kept})
             t2 = time.perf_counter()
             return step.output(
                 self.name,
@@ -437,7 +566,7 @@ class LlamaCppGenerator:
                 prefill_tokens=prefill,
                 prefill_seconds=t1 - t0,
                 decode_seconds=t2 - t1,
-                extra={"token_ids": list(step.token_ids), "kept_tokens": step.kept},
+                extra=extra,
             )
 
     def replay_step(self, context: StepContext, params: StepParams, output: StepOutput) -> tuple[int, float]:

@@ -63,6 +63,16 @@ def print_summary(console: Console, trace: SolveTrace) -> None:
         f"target-call rate {_fmt(trace.target_call_rate)}   policy s {trace.policy_seconds:.3f}   "
         f"wall s {trace.wall_seconds:.1f}   stop {trace.stop_reason}"
     )
+    target = trace.usage["target"]
+    if target.spec_rounds or trace.policy.startswith("auto"):
+        reason = trace.steps[0].decision.reason if trace.steps else ""
+        share = f"{target.spec_accepted}/{target.spec_proposed}" if target.spec_proposed else "none"
+        console.print(
+            f"policy {escape(trace.policy)}   speculation rounds {target.spec_rounds}, "
+            f"proposed tokens kept {share}"
+        )
+        if reason.startswith("auto"):
+            console.print(f"[dim]{escape(reason)}[/]")
     if any(s.decision.draft_reward is not None for s in trace.steps) or trace.diagnostic_seconds:
         wasted = trace.wasted_escalations
         waste = "-" if wasted is None else f"{wasted}/{trace.escalations_with_rewards}"

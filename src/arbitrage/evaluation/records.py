@@ -37,7 +37,14 @@ RECORDS = "records.jsonl"
 ERRORED_KEYS = ("id", "dataset", "gold", "error", "correct", "predicted")
 # keys written only when not zero (a policy that verifies, prefix keeping), so every other line keeps
 # the keys it always had
-SPARSE_KEYS = ("kept_tokens", "verify_calls", "verify_seconds", "verify_prefill_tokens")
+SPARSE_KEYS = (
+    "kept_tokens",
+    "verify_calls",
+    "verify_seconds",
+    "verify_prefill_tokens",
+    "spec_proposed",
+    "spec_accepted",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +90,8 @@ class ProblemRecord:
     verify_calls: int = 0  # target verifications of draft steps (their seconds are in target_seconds)
     verify_seconds: float = 0.0  # Σ seconds of those verifications
     verify_prefill_tokens: int = 0  # tokens they evaluated (context the target had not seen, and the step)
+    spec_proposed: int = 0  # tokens the draft proposed inside the target's steps (token-level speculation)
+    spec_accepted: int = 0  # of which the target kept (its own greedy choice there)
     route: str = ""  # one letter per accepted step: "D" draft, "T" target
     solution: str = ""  # the steps joined by the run's separator
 

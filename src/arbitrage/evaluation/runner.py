@@ -77,6 +77,8 @@ def record_for(problem: Problem, trace: SolveTrace | None, error: str | None = N
         verify_calls=target.verify_calls,
         verify_seconds=target.verify_seconds,
         verify_prefill_tokens=target.verify_prefill_tokens,
+        spec_proposed=target.spec_proposed,
+        spec_accepted=target.spec_accepted,
         route="".join("T" if s.role == "target" else "D" for s in trace.steps),
         solution=trace.solution,
     )

@@ -16,6 +16,7 @@ from arbitrage.errors import ConfigError, PolicyOptionError
 from arbitrage.policies.base import RoutingPolicy
 from arbitrage.policies.basic import DraftOnlyPolicy, RandomPolicy, TargetOnlyPolicy
 from arbitrage.policies.options import (
+    AutoOptions,
     NoOptions,
     OracleOptions,
     RandomOptions,
@@ -76,7 +77,14 @@ def _verify(options: VerifyOptions, _: StepScorer | None) -> RoutingPolicy:
     return build_verify_policy(options)
 
 
+def _auto(options: AutoOptions, _: StepScorer | None) -> RoutingPolicy:
+    from arbitrage.policies.auto import build_auto_policy
+
+    return build_auto_policy(options, lambda name, values: build_policy(name, policy_options(name, values)))
+
+
 POLICIES: dict[str, PolicyEntry] = {
+    "auto": PolicyEntry(AutoOptions, _auto),
     "draft": PolicyEntry(NoOptions, lambda _o, _s: DraftOnlyPolicy()),
     "target": PolicyEntry(NoOptions, lambda _o, _s: TargetOnlyPolicy()),
     "random": PolicyEntry(RandomOptions, lambda o, _s: RandomPolicy(o.p, seed=o.seed)),

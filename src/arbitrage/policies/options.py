@@ -38,6 +38,18 @@ class NoOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class AutoOptions:
+    """``auto``: the fastest measured way to at least ``quality`` of target-only accuracy."""
+
+    quality: float = 1.0  # share of target-only accuracy to keep, in (0, 1]; 1: the target's own text
+    costs: str | None = None  # cost file (arbitrage bench-costs); None: the run's cached one, else fitted
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.quality <= 1.0:
+            raise PolicyOptionError(f"{{quality}} must be within (0, 1], got {self.quality:g}", "quality")
+
+
+@dataclass(frozen=True, slots=True)
 class RandomOptions:
     """``random``: escalate each step with probability ``p``."""
 

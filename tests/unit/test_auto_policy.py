@@ -1,0 +1,74 @@
+"""The auto policy's plan: target-only at quality 1, the fastest qualifying measured point below it,
+under the table's fitted costs or a measured cost file (no model involved)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from arbitrage.costs import CostModel, RoleCosts
+from arbitrage.errors import PolicyOptionError
+from arbitrage.policies import build_policy, policy_options
+from arbitrage.policies.auto import plan_auto
+from arbitrage.policies.options import AutoOptions
+
+
+def table(tmp_path: Path) -> Path:
+    work = lambda d, t: {"draft": [d, 20.0, 5.0], "target": [t, 40.0, 5.0]}  # noqa: E731
+    rows = [
+        {"point": "target", "policy": "target", "options": {}, "relative_accuracy": 1.0,
+         "relative_accuracy_ci": [1.0, 1.0], "work": {"draft": [0, 0, 0], "target": [300.0, 200.0, 8.0]}},
+        {"point": "draft", "policy": "draft", "options": {}, "relative_accuracy": 0.4,
+         "relative_accuracy_ci": [0.3, 0.5], "work": work(300.0, 0.0)},
+        {"point": "verify_target_rate=0.6", "policy": "verify", "options": {"target_rate": 0.6},
+         "relative_accuracy": 0.95, "relative_accuracy_ci": [0.85, 1.05], "work": work(300.0, 250.0)},
+    ]  # fmt: skip
+    costs = CostModel(RoleCosts(0.03, 0.002), RoleCosts(0.05, 0.01, 0.1))
+    path = tmp_path / "table.json"
+    path.write_text(json.dumps({"source": "test", "costs": costs.to_dict(), "points": rows}))
+    return path
+
+
+def test_quality_one_is_the_target_writing_every_step(tmp_path: Path) -> None:
+    plan = plan_auto(AutoOptions(), table(tmp_path))
+    assert plan.policy == "target" and plan.projected_speedup == 1.0
+    assert "lossless" in plan.reason
+
+
+def test_a_slower_qualifying_point_is_never_chosen(tmp_path: Path) -> None:
+    # verify qualifies at 0.9 but its projected latency (draft + target work) exceeds target-only's
+    plan = plan_auto(AutoOptions(quality=0.9), table(tmp_path))
+    assert plan.policy == "target"
+    assert "projected faster" in plan.reason
+
+
+def test_a_low_budget_gets_the_fastest_point_that_meets_it(tmp_path: Path) -> None:
+    plan = plan_auto(AutoOptions(quality=0.3), table(tmp_path))
+    assert plan.point == "draft" and plan.projected_speedup > 1
+    assert "0.40 [0.30, 0.50]" in plan.reason
+
+
+def test_measured_costs_change_the_choice(tmp_path: Path) -> None:
+    # a GPU-like pair: the draft nearly free, the target's batched evaluation cheap
+    fast = CostModel(RoleCosts(0.001, 0.0001), RoleCosts(0.05, 0.001, 0.0), source="bench")
+    costs = tmp_path / "costs.json"
+    costs.write_text(json.dumps(fast.to_dict()))
+    plan = plan_auto(AutoOptions(quality=0.9, costs=str(costs)), table(tmp_path))
+    assert plan.point == "verify_target_rate=0.6"
+    assert plan.costs_file == str(costs)
+
+
+def test_the_installed_table_plans_and_builds() -> None:
+    policy = build_policy("auto", policy_options("auto"))
+    assert policy.skip_draft and policy.name.startswith("auto(quality=1")
+    assert "auto:" in policy.skip_reason  # type: ignore[attr-defined]
+    low = build_policy("auto", policy_options("auto", quality=0.3))
+    assert not low.skip_draft
+
+
+@pytest.mark.parametrize("quality", [0.0, -0.1, 1.5])
+def test_a_quality_outside_the_unit_interval_is_refused(quality: float) -> None:
+    with pytest.raises(PolicyOptionError, match="quality"):
+        AutoOptions(quality=quality)
