@@ -23,13 +23,14 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from arbitrage.backends.base import Generator
-from arbitrage.engine import Engine, EngineConfig, StepCallback, StopCheck
+from arbitrage.concurrent import Solver
+from arbitrage.engine import Engine, EngineConfig
 from arbitrage.errors import ArbitrageError
 from arbitrage.policies import RoutingPolicy
 from arbitrage.prm.base import StepScorer
@@ -69,20 +70,12 @@ from arbitrage.server.transport import (
     check_bearer,
     read_body,
 )
-from arbitrage.trace import SolveTrace
 
 logger = logging.getLogger(__name__)
 
 
-class SolveEngine(Protocol):
-    """What the server needs from an engine: one solve with step callbacks and a stop check."""
-
-    def solve(
-        self, question: str, on_step: StepCallback | None = None, should_stop: StopCheck | None = None
-    ) -> SolveTrace: ...
-
-
-EngineFactory = Callable[[Generator, Generator, RoutingPolicy, EngineConfig], SolveEngine]
+# builds the solver of one request (Engine is one); the server's only meaning of "engine factory"
+EngineFactory = Callable[[Generator, Generator, RoutingPolicy, EngineConfig], Solver]
 ScorerLoader = Callable[[ServerSettings], StepScorer]
 
 
