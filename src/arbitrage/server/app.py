@@ -70,6 +70,7 @@ from arbitrage.server.transport import (
     check_bearer,
     read_body,
 )
+from arbitrage.trace import SolveTrace
 
 logger = logging.getLogger(__name__)
 
@@ -159,6 +160,19 @@ def _timeout(job: SolveJob) -> APIError:
 # -- responses -----------------------------------------------------------------------------------------
 
 
+def _report(
+    state: ServerState, job: SolveJob, execution: Execution, answer: AnswerText, trace: SolveTrace
+) -> dict[str, Any]:
+    """The ``arbitrage`` extension of a finished solve: the body's field, or the stream's last chunk."""
+    return arbitrage_report(
+        trace,
+        models=state.models,
+        queue_seconds=execution.queue_seconds,
+        include_steps=job.include_steps,
+        stop_sequence=answer.stopped,
+    )
+
+
 async def _collect(
     state: ServerState, job: SolveJob, execution: Execution, answer: AnswerText, outcome: SolveOutcome
 ) -> JSONResponse:
@@ -186,13 +200,7 @@ async def _collect(
                 outcome.set("timeout")
                 raise _timeout(job)
             parts.append(event.text)
-            report = arbitrage_report(
-                trace,
-                models=state.models,
-                queue_seconds=execution.queue_seconds,
-                include_steps=job.include_steps,
-                stop_sequence=answer.stopped,
-            )
+            report = _report(state, job, execution, answer, trace)
             outcome.set("completed")
             body = completion_body(job, new_id(job.kind), now(), "".join(parts), trace, report)
             return JSONResponse(body)
@@ -237,13 +245,7 @@ async def _stream(
                     return
                 if event.text:
                     yield sse(chunk(job, rid, created, text=event.text))
-                report = arbitrage_report(
-                    trace,
-                    models=state.models,
-                    queue_seconds=execution.queue_seconds,
-                    include_steps=job.include_steps,
-                    stop_sequence=answer.stopped,
-                )
+                report = _report(state, job, execution, answer, trace)
                 reason = finish_reason(trace, answer.stopped)
                 final_text = None if job.kind == "chat" else ""
                 yield sse(chunk(job, rid, created, text=final_text, finish=reason, extension=report))
