@@ -279,7 +279,8 @@ def main() -> None:
         ap.error("--requests is capped at 200 (a bounded load test)")
     os.environ["ARBITRAGE_THREADS"] = str(args.threads)
 
-    from arbitrage.server import BackgroundServer, ServerSettings, create_app, load_generators
+    from arbitrage.run import Run
+    from arbitrage.server import BackgroundServer, ServerPlan, ServerSettings, create_app
 
     settings = ServerSettings(
         draft=args.draft,
@@ -294,18 +295,15 @@ def main() -> None:
         request_timeout=args.time_limit,
         host="127.0.0.1",
     )
+    plan = ServerPlan.resolve(settings)
     t0 = time.perf_counter()
-    generators = load_generators(settings)
+    run = Run(plan.run_spec()).open()
     load_seconds = time.perf_counter() - t0
     load_before = os.getloadavg()
-    try:
-        with BackgroundServer(create_app(settings, generators=generators)) as server:
-            records, wall, metrics, health = asyncio.run(
-                drive(server.url, questions(args.requests), args.time_limit)
-            )
-    finally:
-        for generator in generators:
-            generator.close()
+    with run, BackgroundServer(create_app(plan, run=run)) as server:
+        records, wall, metrics, health = asyncio.run(
+            drive(server.url, questions(args.requests), args.time_limit)
+        )
     load_after = os.getloadavg()
     checks = check(records, metrics, health)
     summary = summarise(records, wall, metrics)

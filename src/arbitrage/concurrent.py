@@ -26,15 +26,17 @@ from typing import Protocol, runtime_checkable
 
 from arbitrage.backends.base import Generator
 from arbitrage.errors import ArbitrageError, ConfigError
-from arbitrage.trace import SolveTrace
+from arbitrage.trace import SolveTrace, StepRecord
 
 logger = logging.getLogger(__name__)
 
 
 @runtime_checkable
 class Solver(Protocol):
-    """What :func:`solve_many` needs of an engine (:class:`arbitrage.engine.Engine` is one): a solve,
-    and the two models, closed at the end when a factory built the solver.
+    """An engine as its users see it (:class:`arbitrage.engine.Engine` is one): a solve, with a callback
+    per accepted step and a check asked at each step boundary whether to stop, and the two models
+    (:func:`solve_many` closes them at the end when a factory built the solver). The one protocol for
+    it: :func:`solve_many` and the server (:mod:`arbitrage.server.app`) both take a ``Solver``.
 
     Declared here, so this module depends on the engine's shape, not on the engine (the engine is
     above it: anything may run problems concurrently without importing the step loop's module).
@@ -46,10 +48,15 @@ class Solver(Protocol):
     @property
     def target(self) -> Generator: ...
 
-    def solve(self, question: str) -> SolveTrace: ...
+    def solve(
+        self,
+        question: str,
+        on_step: Callable[[StepRecord], None] | None = None,
+        should_stop: Callable[[], bool] | None = None,
+    ) -> SolveTrace: ...
 
 
-EngineFactory = Callable[[], Solver]
+SolverFactory = Callable[[], Solver]  # builds one worker's solver (solve_many calls it once per thread)
 ResultCallback = Callable[["ProblemResult"], None]
 
 
@@ -101,7 +108,7 @@ def summarise(results: Sequence[ProblemResult]) -> RunSummary:
 class _Engines:
     """One engine per worker thread, built on first use; closed at the end when we built them."""
 
-    def __init__(self, source: Solver | EngineFactory) -> None:
+    def __init__(self, source: Solver | SolverFactory) -> None:
         self._shared = source if isinstance(source, Solver) else None
         self._factory = None if isinstance(source, Solver) else source
         self._local = threading.local()
@@ -148,7 +155,7 @@ def _solve_one(engines: _Engines, index: int, question: str) -> ProblemResult:
 
 
 def solve_many(
-    engine: Solver | EngineFactory,
+    engine: Solver | SolverFactory,
     questions: Sequence[str],
     *,
     concurrency: int = 1,

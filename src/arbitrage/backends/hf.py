@@ -38,6 +38,7 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -45,7 +46,7 @@ import numpy as np
 
 from arbitrage.backends.base import FinishReason, StepContext, StepOutput, StepParams, Verification
 from arbitrage.backends.spec_options import SpecOptions
-from arbitrage.backends.stepping import choose_token, decode_step
+from arbitrage.backends.stepping import DecodedStep, choose_token, decode_step
 from arbitrage.backends.templates import PromptTemplate
 from arbitrage.errors import BackendError, ConfigError, ModelFileError, ModelNotFoundError
 from arbitrage.prompts import PromptStyle, solution_text
@@ -249,8 +250,6 @@ class HFGenerator:
                 raise
 
     def _generate_step(self, context: StepContext, params: StepParams) -> StepOutput:
-        import torch
-
         tokens = self.context_tokens(context, params.separator)
         if len(tokens) >= self.n_ctx:
             raise BackendError(
@@ -268,24 +267,12 @@ class HFGenerator:
         current = [logits]  # the next-token logits, replaced by each fed token's
 
         def next_token() -> tuple[int, float, float]:
-            logprobs = torch.log_softmax(current[0].float(), dim=-1)
-            if params.temperature == 0:
-                token = int(torch.argmax(logprobs))
-            else:
-                token = choose_token(logprobs.cpu().numpy().astype(np.float64), params, rng)
-            return token, float(logprobs[token]), float(-(logprobs.exp() * logprobs).sum())
+            return _pick(current[0], params, rng)
 
         def feed(token: int) -> None:
             current[0] = self._forward([token])
 
-        step = decode_step(
-            budget=min(params.max_step_tokens, self.n_ctx - len(tokens) - 1),
-            separator=params.separator,
-            next_token=next_token,
-            is_end=lambda token: token in self._eos_ids,
-            detokenize=lambda generated: self._decode(generated, tokens),
-            feed=feed,
-        )
+        step = self._decode_step(tokens, params, next_token, feed)
         self._sync()
         t2 = time.perf_counter()
         return step.output(
@@ -393,8 +380,6 @@ class HFGenerator:
     def _continue_step(
         self, context: StepContext, params: StepParams, verification: Verification
     ) -> StepOutput:
-        import torch
-
         tokens = self.context_tokens(context, params.separator)
         if len(tokens) >= self.n_ctx:
             raise BackendError(
@@ -441,12 +426,7 @@ class HFGenerator:
                 return picks[position]
             if current[0] is None:
                 evaluate()
-            logprobs = torch.log_softmax(current[0].float(), dim=-1)
-            if params.temperature == 0:
-                token = int(torch.argmax(logprobs))
-            else:
-                token = choose_token(logprobs.cpu().numpy().astype(np.float64), params, rng)
-            return token, float(logprobs[token]), float(-(logprobs.exp() * logprobs).sum())
+            return _pick(current[0], params, rng)
 
         def feed(token: int) -> None:
             sequence.append(token)
@@ -454,14 +434,7 @@ class HFGenerator:
                 evaluate()
 
         t1 = time.perf_counter()
-        step = decode_step(
-            budget=min(params.max_step_tokens, self.n_ctx - len(tokens) - 1),
-            separator=params.separator,
-            next_token=next_token,
-            is_end=lambda token: token in self._eos_ids,
-            detokenize=lambda generated: self._decode(generated, tokens),
-            feed=feed,
-        )
+        step = self._decode_step(tokens, params, next_token, feed)
         self._sync()
         t2 = time.perf_counter()
         return step.output(
@@ -471,6 +444,23 @@ class HFGenerator:
             prefill_seconds=float(prefill["seconds"]),
             decode_seconds=t2 - t1 - float(prefill["seconds"]),
             extra={"device": self.device, "kept_tokens": min(kept, step.tokens)},
+        )
+
+    def _decode_step(
+        self,
+        tokens: list[int],
+        params: StepParams,
+        next_token: Callable[[], tuple[int, float, float]],
+        feed: Callable[[int], None],
+    ) -> DecodedStep:
+        """Decode one step after the context ``tokens``: until EOS, the separator or the token cap."""
+        return decode_step(
+            budget=min(params.max_step_tokens, self.n_ctx - len(tokens) - 1),
+            separator=params.separator,
+            next_token=next_token,
+            is_end=lambda token: token in self._eos_ids,
+            detokenize=lambda generated: self._decode(generated, tokens),
+            feed=feed,
         )
 
     def _sync(self) -> None:
@@ -500,6 +490,18 @@ class HFGenerator:
 
     def __repr__(self) -> str:
         return f"HFGenerator({self.name!r}, path={str(self.path)!r}, device={self.device!r})"
+
+
+def _pick(logits: Any, params: StepParams, rng: np.random.Generator) -> tuple[int, float, float]:
+    """The next token from ``logits`` (argmax when greedy, else sampled), its logprob and the entropy."""
+    import torch
+
+    logprobs = torch.log_softmax(logits.float(), dim=-1)
+    if params.temperature == 0:
+        token = int(torch.argmax(logprobs))
+    else:
+        token = choose_token(logprobs.cpu().numpy().astype(np.float64), params, rng)
+    return token, float(logprobs[token]), float(-(logprobs.exp() * logprobs).sum())
 
 
 def _dtype_kwarg(dtype: Any) -> dict[str, Any]:

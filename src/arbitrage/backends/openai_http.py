@@ -310,13 +310,25 @@ class OpenAIGenerator:
     def generate_step(self, context: StepContext, params: StepParams) -> StepOutput:
         if self._closed:
             raise BackendError(f"{self.name} is closed")
-        prompt = self.render_prompt(context, params.separator)
+        return self._decode(self.render_prompt(context, params.separator), params, params)
+
+    def _decode(
+        self,
+        prompt: str,
+        params: StepParams,
+        budget: StepParams,
+        kept_tokens: list[tuple[str, float]] | None = None,
+        prefix: str = "",
+    ) -> StepOutput:
+        """Stream one step after ``prompt`` (retried, see ``spec.retry``) and time it: ``budget`` is what
+        the server is asked for, ``params`` the step's own (they differ by the ``kept_tokens``, which
+        ``prefix`` spells, of a continued step)."""
         started = time.perf_counter()
         attempt_start = [started]
 
         def attempt() -> _Stream:
             attempt_start[0] = time.perf_counter()
-            return self._stream_with_fallbacks(prompt, params)
+            return self._stream_with_fallbacks(prompt, budget, prefix=prefix)
 
         try:
             result, attempts = call_with_retries(attempt, self.spec.retry, what=f"{self.name} step")
@@ -327,7 +339,7 @@ class OpenAIGenerator:
         end = time.perf_counter()
         t0 = attempt_start[0]
         first = result.first_token_at if result.first_token_at is not None else end
-        return self._output(result, params, t0, first, end, attempts, t0 - started)
+        return self._output(result, params, t0, first, end, attempts, t0 - started, kept_tokens)
 
     def _stream_with_fallbacks(self, prompt: str, params: StepParams, prefix: str = "") -> _Stream:
         """One attempt; drop an optional feature the server rejects (logprobs, usage) and ask again."""
@@ -674,23 +686,7 @@ class OpenAIGenerator:
                 extra={"server": self.base_url, "kept_tokens": kept},
             )
         rest = dataclasses.replace(params, max_step_tokens=params.max_step_tokens - kept)
-        started = time.perf_counter()
-        attempt_start = [started]
-
-        def attempt() -> _Stream:
-            attempt_start[0] = time.perf_counter()
-            return self._stream_with_fallbacks(prompt + kept_text, rest, prefix=kept_text)
-
-        try:
-            result, attempts = call_with_retries(attempt, self.spec.retry, what=f"{self.name} step")
-        except BackendError:
-            raise
-        except Exception as exc:
-            raise self._fail(f"step of {self.name}", exc) from exc
-        end = time.perf_counter()
-        t0 = attempt_start[0]
-        first = result.first_token_at if result.first_token_at is not None else end
-        return self._output(result, params, t0, first, end, attempts, t0 - started, kept_tokens)
+        return self._decode(prompt + kept_text, params, rest, kept_tokens, prefix=kept_text)
 
     def close(self) -> None:
         if not self._closed:

@@ -13,16 +13,10 @@ if TYPE_CHECKING:
     from arbitrage.labelling.collect import CollectModels
 
 
+@opt.command
 def collect(
-    dataset: opt.Dataset = "gsm8k-train",
-    data_file: opt.DataFile = None,
-    question_field: opt.QuestionField = None,
-    answer_field: opt.AnswerField = None,
-    data_dir: opt.DataDir = None,
-    limit: opt.Limit = None,
-    offset: opt.Offset = 0,
-    draft: opt.Draft = opt.DEFAULTS["draft"],
-    target: opt.Target = opt.DEFAULTS["target"],
+    problems: opt.Problems = opt.flags(opt.Problems, dataset="gsm8k-train"),
+    models: opt.Models = opt.flags(opt.Models),
     prm: Annotated[
         str | None, typer.Option(help="Step scorer spec (default: the measured best local PRM).")
     ] = None,
@@ -34,11 +28,7 @@ def collect(
     ] = "oracle",
     tau: Annotated[float, typer.Option(help="oracle follow rule: take the target's step when Δ > τ.")] = 0.0,
     max_steps: Annotated[int, typer.Option(help="Steps per question.")] = 12,
-    max_tokens: Annotated[int, typer.Option(help="Stop once the solution holds this many tokens.")] = 2048,
-    max_step_tokens: opt.MaxStepTokens = 256,
-    separator: opt.Separator = "\\n\\n",
-    seed: opt.Seed = 0,
-    n_ctx: opt.NCtx = 4096,
+    steps: opt.Steps = opt.flags(opt.Steps, omit=("max_steps", "temperature")),  # greedy
     labels: Annotated[
         str,
         typer.Option(
@@ -70,34 +60,34 @@ def collect(
     --labels outcome the grounded labels (outcome_d, outcome_t, outcome_advantage, y_outcome).
     """
     from arbitrage.backends.loader import GeneratorOptions
-    from arbitrage.cli.common import load_model, open_run, step_params
-    from arbitrage.evaluation.datasets import load_problems
+    from arbitrage.cli.common import load_model, open_run
     from arbitrage.labelling.collect import CollectConfig, CollectModels, run_collection
     from arbitrage.labelling.outcome import OutcomeOptions
     from arbitrage.prm.registry import DEFAULT_PRM
     from arbitrage.run import RunSpec
 
-    name, problems = load_problems(dataset if data_file is None else None, data_file, question_field,
-                                   answer_field, data_dir, offset, limit)  # fmt: skip
+    name, loaded = problems.load(file_wins=True)
     spec = prm or DEFAULT_PRM
+    seed = steps.seed
     config = CollectConfig(
-        step=step_params(separator, max_step_tokens, 0.0, seed),
+        step=steps.step(),
         target_samples=target_samples,
         follow=follow,  # type: ignore[arg-type]
         tau=tau,
         max_steps=max_steps,
-        max_total_tokens=max_tokens,
+        max_total_tokens=steps.max_tokens,
         seed=seed,
         prm_name=spec,
         labels=labels,
-        outcome=OutcomeOptions(continuations=continuations, seed=seed, max_total_tokens=max_tokens),
+        outcome=OutcomeOptions(continuations=continuations, seed=seed, max_total_tokens=steps.max_tokens),
     )
-    options = GeneratorOptions(n_ctx=n_ctx, seed=seed)
+    options = GeneratorOptions(n_ctx=steps.n_ctx, seed=seed)
 
     def make_models() -> CollectModels:  # one set per worker; run_collection closes them
-        run = open_run(RunSpec(draft=draft, target=target, prm=spec, with_prm=True, n_ctx=n_ctx, seed=seed))
+        run = open_run(RunSpec(draft=models.draft, target=models.target, prm=spec, with_prm=True,
+                               n_ctx=steps.n_ctx, seed=seed))  # fmt: skip
         extra = None
-        if labels == "outcome" and continuation is not None and continuation != draft:
+        if labels == "outcome" and continuation is not None and continuation != models.draft:
             try:
                 extra = load_model(continuation, options)
             except BaseException:
@@ -106,7 +96,7 @@ def collect(
         assert run.scorer is not None  # with_prm
         return CollectModels(run.draft, run.target, run.scorer, extra)
 
-    stats = run_collection(problems, make_models, out, config, workers=workers)
+    stats = run_collection(loaded, make_models, out, config, workers=workers)
     typer.echo(
         f"{name}: {stats.questions_done} questions collected, {stats.questions_skipped} already there, "
         f"{stats.questions_failed} failed; {stats.rows} new rows in {stats.seconds:.0f} s "

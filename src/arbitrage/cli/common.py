@@ -1,27 +1,14 @@
-"""Helpers shared by CLI commands: option parsing and model loading with progress."""
+"""Model loading with progress, shared by CLI commands."""
 
 from __future__ import annotations
 
-import codecs
 from typing import TYPE_CHECKING
 
-from arbitrage.backends.base import Generator, StepParams
+from arbitrage.backends.base import Generator
 from arbitrage.backends.loader import GeneratorOptions, load_generator, split_spec
-from arbitrage.errors import ConfigError
 
 if TYPE_CHECKING:
     from arbitrage.run import Run, RunSpec
-
-
-def parse_separator(raw: str) -> str:
-    """Turn a separator typed on the command line (``\\n\\n``) into the real characters."""
-    try:
-        value = codecs.decode(raw, "unicode_escape")
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"Invalid --separator {raw!r}: {exc}") from exc
-    if not value:
-        raise ConfigError("--separator must not be empty")
-    return value
 
 
 def load_model(spec: str, options: GeneratorOptions) -> Generator:
@@ -34,15 +21,6 @@ def load_model(spec: str, options: GeneratorOptions) -> Generator:
     if scheme == "llamacpp" and rest in NAMED_MODELS:
         fetch_with_progress(ModelStore(options.settings), rest)
     return load_generator(spec, options)
-
-
-def step_params(separator: str, max_step_tokens: int, temperature: float, seed: int) -> StepParams:
-    return StepParams(
-        separator=parse_separator(separator),
-        max_step_tokens=max_step_tokens,
-        temperature=temperature,
-        seed=seed if temperature > 0 else None,
-    )
 
 
 def open_run(spec: RunSpec) -> Run:

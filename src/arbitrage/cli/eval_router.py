@@ -8,11 +8,12 @@ from typing import Annotated, Any
 
 import typer
 
-from arbitrage.cli import train_router as t
+from arbitrage.cli import options as opt
 
 
+@opt.command
 def eval_router(
-    data: t.Data,
+    data: opt.Data,
     router: Annotated[
         list[Path] | None, typer.Option("--router", help="Saved router folder to evaluate (repeatable).")
     ] = None,
@@ -41,22 +42,7 @@ def eval_router(
             "its training options retrained per fold (0: only the saved router). --ablation: 1 = one split.",
         ),
     ] = 5,
-    kind: t.Kind = "features",
-    score: t.Score = "p_positive",
-    label: t.Label = "prm",
-    inputs: t.Inputs = "draft",
-    val_fraction: t.ValFraction = 0.2,
-    seed: t.Seed = 0,
-    estimator: t.Estimator = "logistic",
-    backbone: t.Backbone = None,
-    epochs: t.Epochs = 2.0,
-    batch_size: t.BatchSize = 8,
-    lr: t.LearningRate = 3e-5,
-    max_length: t.MaxLength = 512,
-    max_steps: t.MaxSteps = None,
-    device: t.Device = "auto",
-    train_layers: t.TrainLayers = None,
-    head_lr: t.HeadLearningRate = 5e-3,
+    training: opt.Training = opt.flags(opt.Training, omit=("classes", "annotate", "downsample")),
     out: Annotated[
         Path | None, typer.Option(help="Write eval_router.md and eval_router.json to this folder.")
     ] = None,
@@ -92,32 +78,8 @@ def eval_router(
             "Nothing to evaluate: give --router PATH (repeatable), --ablation or --compare-inputs"
         )
     # check everything that can fail fast before any training
-    loaded = [load_router(p, device=device) for p in routers]
-    options = (
-        t.make_options(
-            kind=kind,
-            classes=2,
-            score=score,
-            annotate=True,
-            downsample=True,
-            val_fraction=val_fraction,
-            seed=seed,
-            estimator=estimator,
-            backbone=backbone,
-            epochs=epochs,
-            batch_size=batch_size,
-            lr=lr,
-            max_length=max_length,
-            max_steps=max_steps,
-            device=device,
-            train_layers=train_layers,
-            head_lr=head_lr,
-            label=label,
-            inputs=inputs,
-        )
-        if ablation or compare_inputs or (loaded and folds >= 2)
-        else None
-    )
+    loaded = [load_router(p, device=training.device) for p in routers]
+    options = training.options() if ablation or compare_inputs or (loaded and folds >= 2) else None
     rows = load_rows(data)
     report: dict[str, Any] = {"data": str(data)}
     markdown: list[str] = []

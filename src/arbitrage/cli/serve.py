@@ -76,64 +76,28 @@ def serve(
 
     from arbitrage.cli.common import open_run
     from arbitrage.cli.options import flag
-    from arbitrage.errors import ConfigError, PolicyOptionError
-    from arbitrage.policies import needs_scorer
-    from arbitrage.prompts import PromptStyle
-    from arbitrage.run import RunSpec
-    from arbitrage.server import create_app, load_server_settings
-    from arbitrage.server.jobs import PolicyCache, base_policy_options, check_policies, settings_field
+    from arbitrage.server import ServerPlan, create_app, load_server_settings
+    from arbitrage.server.jobs import settings_field
 
-    overrides: dict[str, Any] = {
-        "draft": draft,
-        "target": target,
-        "policy": policy,
-        "allowed_policies": allow_policy or None,
-        "prm": prm,
-        "host": host,
-        "port": port,
-        "api_key": api_key,
-        "model_id": model_id,
-        "max_concurrency": max_concurrency,
-        "max_queue": max_queue,
-        "request_timeout": timeout,
-        "max_steps": max_steps,
-        "max_tokens": max_tokens,
-        "max_step_tokens": max_step_tokens,
-        "n_ctx": n_ctx,
-    }
+    overrides = {
+        "draft": draft, "target": target, "policy": policy, "allowed_policies": allow_policy or None,
+        "prm": prm, "host": host, "port": port, "api_key": api_key, "model_id": model_id,
+        "max_concurrency": max_concurrency, "max_queue": max_queue, "request_timeout": timeout,
+        "max_steps": max_steps, "max_tokens": max_tokens, "max_step_tokens": max_step_tokens, "n_ctx": n_ctx,
+    }  # fmt: skip
     flags = {"p": p, "path": str(router) if router is not None else None}  # policy options with a flag
     options: dict[str, Any] = dict(_parse_option(raw) for raw in policy_option or [])
-    options.update({k: v for k, v in flags.items() if v is not None})
+    options.update({k: v for k, v in flags.items() if v is not None})  # flags win over -o, env and file
     given = {k: v for k, v in overrides.items() if v is not None}
-    settings = load_server_settings(config, **given)
-    if options:  # flags add to (and win over) policy options from the environment or the config file
-        merged = {**settings.policy_options, **options}
-        settings = load_server_settings(config, **given, policy_options=merged)
-    try:  # fail on a bad policy or option before any model loads
-        base = base_policy_options(settings)
-        check_policies(settings)
-    except PolicyOptionError as exc:  # options given as flags are named as flags, the rest as fields
-        raise ConfigError(
-            exc.render(lambda n: flag(n) if flags.get(n) is not None else settings_field(n))
-        ) from None
-    log = logging.getLogger("arbitrage.serve")
+    settings = load_server_settings(config, extra_policy_options=options, **given)
+    # fail on a bad policy or option before any model loads; options given as flags are named as flags
+    plan = ServerPlan.resolve(settings, lambda n: flag(n) if flags.get(n) is not None else settings_field(n))
     if settings.host not in ("127.0.0.1", "localhost", "::1") and settings.api_key is None:
-        log.warning("binding %s without an API key: anyone who can reach it can use it", settings.host)
-    spec = RunSpec(
-        draft=settings.draft,
-        target=settings.target,
-        policies=[(settings.policy, base[settings.policy])],
-        with_prm=any(needs_scorer(name) for name in settings.served_policies),
-        prm=settings.prm,
-        n_ctx=settings.n_ctx,
-        seed=settings.seed,
-        prompt_style=PromptStyle(system=settings.system_prompt, user_template=settings.user_template),
-        shared_scorer=True,  # one PRM for every solve slot: its calls are serialised
-    )
-    with open_run(spec) as run:
-        policies = PolicyCache(scorer=run.scorer)
-        policies.add(settings.policy, base[settings.policy], run.policy)
-        app = create_app(settings, generators=(run.draft, run.target), policies=policies)
+        logging.getLogger("arbitrage.serve").warning(
+            "binding %s without an API key: anyone who can reach it can use it", settings.host
+        )
+    with open_run(plan.run_spec()) as run:
+        app = create_app(plan, run=run)
         typer.echo(
             f"serving {settings.model_id} (draft {run.draft.name}, target {run.target.name}, "
             f"policy {run.policy.name}) at http://{settings.host}:{settings.port}/v1",

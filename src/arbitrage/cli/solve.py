@@ -8,56 +8,29 @@ from typing import Annotated
 import typer
 
 from arbitrage.cli import options as opt
-from arbitrage.prm.registry import DEFAULT_PRM
 
 
+@opt.command
 def solve(
     question: Annotated[str, typer.Argument(help="The question to solve.")],
-    draft: opt.Draft = opt.DEFAULTS["draft"],
-    target: opt.Target = opt.DEFAULTS["target"],
-    policy: opt.Policy = "verify",
-    p: opt.P = 0.5,
-    prm: opt.Prm = DEFAULT_PRM,
-    threshold: opt.Threshold = None,
-    tau: opt.Tau = None,
-    target_samples: opt.TargetSamples = 1,
-    diagnose: opt.Diagnose = False,
-    router: opt.Router = None,
-    target_rate: opt.TargetRate = None,
-    score: opt.Score = None,
-    calibration: opt.Calibration = None,
-    keep_prefix: opt.KeepPrefix = "verified",
-    max_steps: opt.MaxSteps = 40,
-    max_tokens: opt.MaxTokens = 2048,
-    max_step_tokens: opt.MaxStepTokens = 256,
-    separator: opt.Separator = "\\n\\n",
-    temperature: opt.Temperature = 0.0,
-    seed: opt.Seed = 0,
-    n_ctx: opt.NCtx = 4096,
+    models: opt.Models = opt.flags(opt.Models),
+    policy: opt.Policy = opt.flags(opt.Policy, policy="verify"),
+    steps: opt.Steps = opt.flags(opt.Steps),
     as_json: Annotated[bool, typer.Option("--json", help="Print the full trace as JSON instead.")] = False,
 ) -> None:
     """Solve QUESTION: the draft writes each step, the policy decides which steps the target rewrites."""
     from rich.console import Console
 
-    from arbitrage.cli.common import open_run, step_params
+    from arbitrage.cli.common import open_run
     from arbitrage.cli.render import print_step, print_summary
-    from arbitrage.engine import EngineConfig
     from arbitrage.errors import ConfigError
     from arbitrage.run import RunSpec
 
     if not question.strip():
         raise ConfigError("The question is empty")
-    config = EngineConfig(
-        step=step_params(separator, max_step_tokens, temperature, seed),
-        max_steps=max_steps,
-        max_total_tokens=max_tokens,
-        keep_prefix=keep_prefix,  # type: ignore[arg-type]  # checked by EngineConfig
-    )
-    choice = opt.policy_choice(
-        policy, p=p, seed=seed, path=router, tau=tau, target_rate=target_rate, threshold=threshold,
-        target_samples=target_samples, diagnose=diagnose, score=score, calibration=calibration,
-    )  # fmt: skip
-    spec = RunSpec(draft=draft, target=target, policies=[choice], prm=prm, n_ctx=n_ctx, seed=seed)
+    config = steps.config(policy.keep_prefix)
+    spec = RunSpec(draft=models.draft, target=models.target, policies=[policy.choice(steps.seed)],
+                   prm=policy.prm, n_ctx=steps.n_ctx, seed=steps.seed)  # fmt: skip
     with open_run(spec) as run:
         engine = run.engine(config=config)
         if as_json:

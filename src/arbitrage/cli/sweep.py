@@ -9,19 +9,14 @@ from typing import Annotated
 import typer
 
 from arbitrage.cli import options as opt
-from arbitrage.prm.registry import DEFAULT_PRM
 
 DEFAULT_POINTS = "draft; target; random:p=0.25,0.5,0.75"
+POINT_OPTIONS = ("policy", "p", "threshold", "tau", "target_rate")  # set per point, not by flags
 
 
+@opt.command
 def sweep(
-    dataset: opt.Dataset = None,
-    data_file: opt.DataFile = None,
-    question_field: opt.QuestionField = None,
-    answer_field: opt.AnswerField = None,
-    data_dir: opt.DataDir = None,
-    limit: opt.Limit = None,
-    offset: opt.Offset = 0,
+    problems: opt.Problems = opt.flags(opt.Problems),
     points: Annotated[
         str,
         typer.Option(
@@ -37,21 +32,9 @@ def sweep(
             "for router@both:target_rate=0.2,0.4 next to the --router points (repeatable).",
         ),
     ] = None,
-    prm: opt.Prm = DEFAULT_PRM,
-    target_samples: opt.TargetSamples = 1,
-    diagnose: opt.Diagnose = False,
-    router: opt.Router = None,
-    score: opt.Score = None,
-    calibration: opt.Calibration = None,
-    keep_prefix: opt.KeepPrefix = "verified",
-    draft: opt.Draft = opt.DEFAULTS["draft"],
-    target: opt.Target = opt.DEFAULTS["target"],
-    max_steps: opt.MaxSteps = 40,
-    max_tokens: opt.MaxTokens = 2048,
-    max_step_tokens: opt.MaxStepTokens = 256,
-    separator: opt.Separator = "\\n\\n",
-    seed: opt.Seed = 0,
-    n_ctx: opt.NCtx = 4096,
+    policy: opt.Policy = opt.flags(opt.Policy, omit=POINT_OPTIONS),
+    models: opt.Models = opt.flags(opt.Models),
+    steps: opt.Steps = opt.flags(opt.Steps, omit=("temperature",)),  # greedy
     concurrency: opt.Concurrency = 1,
     cache: Annotated[
         Path | None,
@@ -77,46 +60,36 @@ def sweep(
     """Run every policy point on the same problems (greedy), then summarise each; see `arbitrage report`."""
     from rich.console import Console
 
-    from arbitrage.cli.common import open_run, step_params
+    from arbitrage.cli.common import open_run
     from arbitrage.cli.options import flag_errors
     from arbitrage.cli.render import print_sweep_table
-    from arbitrage.engine import EngineConfig
-    from arbitrage.evaluation.datasets import load_problems
     from arbitrage.evaluation.sweep import parse_points, parse_variant, point_options, run_sweep
     from arbitrage.run import RunSpec
 
     grid = parse_points(points)
     variants = dict(parse_variant(v) for v in variant or [])
-    base = {"seed": seed, "path": str(router) if router else None, "target_samples": target_samples,
-            "diagnose": diagnose, "score": score,
-            "calibration": str(calibration) if calibration else None}  # fmt: skip
+    base = {k: v for k, v in policy.given(steps.seed).items() if k not in POINT_OPTIONS}
     with flag_errors():  # every point's options, checked before any data or model loads
-        given = {k: v for k, v in base.items() if v is not None}
+        given = {k: str(v) if isinstance(v, Path) else v for k, v in base.items() if v is not None}
         choices = [(point.policy, point_options(point, given, variants)) for point in grid]
-    name, problems = load_problems(dataset, data_file, question_field, answer_field, data_dir, offset, limit)
-    config = EngineConfig(
-        step=step_params(separator, max_step_tokens, 0.0, seed),
-        max_steps=max_steps,
-        max_total_tokens=max_tokens,
-        keep_prefix=keep_prefix,  # type: ignore[arg-type]  # checked by EngineConfig
-    )
+    name, loaded = problems.load()
+    config = steps.config(policy.keep_prefix)
+    draft, target, s = models.draft, models.target, steps
     if out is None:
         out = Path("runs") / "sweep" / re.sub(r"[^A-Za-z0-9.=-]+", "-", f"{name}_{draft}_{target}").strip("-")
     out.mkdir(parents=True, exist_ok=True)
     cache_file = None if no_cache else cache or out / "step_cache.sqlite"
-    spec = RunSpec(
-        draft=draft, target=target, policies=choices, prm=prm, n_ctx=n_ctx, seed=seed, cache=cache_file,
-        replay_scores=replay_scores,
-    )  # fmt: skip
+    spec = RunSpec(draft=draft, target=target, policies=choices, prm=policy.prm, n_ctx=s.n_ctx,
+                   seed=s.seed, cache=cache_file, replay_scores=replay_scores)  # fmt: skip
     with open_run(spec) as run:
         run_config = {
-            "data": name, "offset": offset, "draft": draft, "target": target, "max_steps": max_steps,
-            "max_tokens": max_tokens, "max_step_tokens": max_step_tokens, "separator": separator,
-            "seed": seed, "prm": prm if run.scorer is not None else None, "target_samples": target_samples,
-            "diagnose": diagnose,
+            "data": name, "offset": problems.offset, "draft": draft, "target": target,
+            "max_steps": s.max_steps, "max_tokens": s.max_tokens, "max_step_tokens": s.max_step_tokens,
+            "separator": s.separator, "seed": s.seed, "prm": policy.prm if run.scorer is not None else None,
+            "target_samples": policy.target_samples, "diagnose": policy.diagnose,
         }  # fmt: skip
-        if keep_prefix != "verified":  # the default stays out, so earlier sweeps' folders still resume
-            run_config["keep_prefix"] = keep_prefix
+        if policy.keep_prefix != "verified":  # the default stays out, so earlier sweeps' folders still resume
+            run_config["keep_prefix"] = policy.keep_prefix
         pairs = list(zip(grid, run.policies, strict=True))
-        results = run_sweep(problems, run.draft, run.target, pairs, out, config, run_config, concurrency)
+        results = run_sweep(loaded, run.draft, run.target, pairs, out, config, run_config, concurrency)
     print_sweep_table(Console(), [s for _, s in results], out)

@@ -36,7 +36,7 @@ from typing import Any, Protocol
 
 from arbitrage.backends.base import Generator, StepParams, Verification, Verifier
 from arbitrage.concurrent import ProblemResult, solve_many
-from arbitrage.engine import Engine, EngineConfig
+from arbitrage.engine import Engine, EngineConfig, StepCallback, StopCheck
 from arbitrage.errors import ConfigError
 from arbitrage.labelling.outcome import LABEL_SOURCES, OutcomeLabeller, OutcomeOptions, PairOutcome
 from arbitrage.labelling.recording import (
@@ -179,8 +179,13 @@ class CollectingSolver:
             else None
         )
 
-    def solve(self, question: str) -> SolveTrace:
-        trace = self.engine.solve(question)
+    def solve(
+        self,
+        question: str,
+        on_step: StepCallback | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> SolveTrace:
+        trace = self.engine.solve(question, on_step, should_stop)
         if self.labeller is not None:
             label_outcomes(trace, self.labeller, self.golds[question])
         return trace

@@ -50,19 +50,13 @@ def _scorer(name: str, scorer: StepScorer | None) -> StepScorer:
 def _rsd(options: RSDOptions, scorer: StepScorer | None) -> RoutingPolicy:
     from arbitrage.policies.reward import RSDPolicy
 
-    return RSDPolicy(_scorer("rsd", scorer), threshold=options.threshold, diagnose=options.diagnose)
+    return RSDPolicy(_scorer("rsd", scorer), options)
 
 
 def _oracle(options: OracleOptions, scorer: StepScorer | None) -> RoutingPolicy:
     from arbitrage.policies.reward import OraclePolicy
 
-    return OraclePolicy(
-        _scorer("oracle", scorer),
-        tau=options.tau,
-        target_samples=options.target_samples,
-        temperature=options.temperature,
-        seed=options.seed,
-    )
+    return OraclePolicy(_scorer("oracle", scorer), options)
 
 
 def _router(options: RouterOptions, _: StepScorer | None) -> RoutingPolicy:

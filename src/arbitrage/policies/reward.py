@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from typing import Any, TypeVar
 
 from arbitrage.backends.base import StepOutput
 from arbitrage.policies.base import StepView
@@ -29,6 +30,8 @@ from arbitrage.policies.options import OracleOptions, RSDOptions
 from arbitrage.prm.base import StepScorer
 from arbitrage.seeds import sample_seed
 from arbitrage.trace import Decision
+
+OptionsT = TypeVar("OptionsT", RSDOptions, OracleOptions)
 
 
 class _Scoring:
@@ -50,16 +53,25 @@ class _Scoring:
         return result.last
 
 
+def _options(cls: type[OptionsT], options: OptionsT | None, values: dict[str, Any]) -> OptionsT:
+    if options is None:
+        return cls(**values)
+    if values:
+        raise TypeError(f"Give {cls.__name__} or its fields, not both (got {', '.join(values)})")
+    return options
+
+
 class RSDPolicy:
     """Accept the draft's step iff its PRM reward is at least ``threshold``."""
 
     skip_draft = False
 
-    def __init__(self, scorer: StepScorer, threshold: float = 0.7, diagnose: bool = False) -> None:
-        RSDOptions(threshold=threshold, diagnose=diagnose)  # validates
+    def __init__(self, scorer: StepScorer, options: RSDOptions | None = None, **values: Any) -> None:
+        """``options`` (validated), or their fields as keyword ``values`` (validated here)."""
+        self.options = _options(RSDOptions, options, values)
         self.scorer = scorer
-        self.threshold = threshold
-        self.diagnose = diagnose
+        self.threshold = self.options.threshold
+        self.diagnose = self.options.diagnose
         self._scoring = _Scoring(scorer)
 
     @property
@@ -96,20 +108,14 @@ class OraclePolicy:
 
     skip_draft = False
 
-    def __init__(
-        self,
-        scorer: StepScorer,
-        tau: float = 0.0,
-        target_samples: int = 1,
-        temperature: float = 0.7,
-        seed: int = 0,
-    ) -> None:
-        OracleOptions(tau=tau, target_samples=target_samples, temperature=temperature, seed=seed)  # validates
+    def __init__(self, scorer: StepScorer, options: OracleOptions | None = None, **values: Any) -> None:
+        """``options`` (validated), or their fields as keyword ``values`` (validated here)."""
+        self.options = _options(OracleOptions, options, values)
         self.scorer = scorer
-        self.tau = tau
-        self.target_samples = target_samples
-        self.temperature = temperature
-        self.seed = seed
+        self.tau = self.options.tau
+        self.target_samples = self.options.target_samples
+        self.temperature = self.options.temperature
+        self.seed = self.options.seed
         self._scoring = _Scoring(scorer)
 
     @property

@@ -4,8 +4,9 @@
 a thread (tests, benchmarks, notebooks). See docs/serving.md for the API.
 """
 
-from arbitrage.server.app import create_app, load_generators
+from arbitrage.server.app import create_app
 from arbitrage.server.background import BackgroundServer
+from arbitrage.server.jobs import ServerPlan
 from arbitrage.server.settings import ServerSettings, load_server_settings
 
-__all__ = ["BackgroundServer", "ServerSettings", "create_app", "load_generators", "load_server_settings"]
+__all__ = ["BackgroundServer", "ServerPlan", "ServerSettings", "create_app", "load_server_settings"]

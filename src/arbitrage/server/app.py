@@ -1,6 +1,6 @@
 """The FastAPI application: OpenAI-compatible routes over the step loop.
 
-``create_app(settings, generators=..., engine_factory=...)`` builds an app whose state lives on
+``create_app(settings, run=... | generators=..., engine_factory=...)`` builds an app whose state lives on
 ``app.state`` (nothing module-global). Routes:
 
 - ``POST /v1/chat/completions``, ``POST /v1/completions``: one solve per request, streamed as
@@ -23,25 +23,20 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Any, Protocol
+from typing import Any
 
 from fastapi import Depends, FastAPI, Request
 from fastapi.responses import JSONResponse, Response
 
 from arbitrage.backends.base import Generator
-from arbitrage.engine import Engine, EngineConfig, StepCallback, StopCheck
+from arbitrage.concurrent import Solver
+from arbitrage.engine import Engine, EngineConfig
 from arbitrage.errors import ArbitrageError
 from arbitrage.policies import RoutingPolicy
 from arbitrage.prm.base import StepScorer
+from arbitrage.run import Run
 from arbitrage.server.errors import APIError, bad_request, error_body, install_error_handlers
-from arbitrage.server.jobs import (
-    PolicyCache,
-    SolveJob,
-    base_policy_options,
-    build_job,
-    check_policies,
-    needs_scorer_for,
-)
+from arbitrage.server.jobs import PolicyCache, ServerPlan, SolveJob, build_job, needs_scorer_for
 from arbitrage.server.metrics import CONTENT_TYPE, ServerMetrics, SolveOutcome
 from arbitrage.server.responses import (
     arbitrage_report,
@@ -80,44 +75,18 @@ from arbitrage.trace import SolveTrace
 logger = logging.getLogger(__name__)
 
 
-class SolveEngine(Protocol):
-    """What the server needs from an engine: one solve with step callbacks and a stop check."""
-
-    def solve(
-        self, question: str, on_step: StepCallback | None = None, should_stop: StopCheck | None = None
-    ) -> SolveTrace: ...
-
-
-EngineFactory = Callable[[Generator, Generator, RoutingPolicy, EngineConfig], SolveEngine]
-GeneratorLoader = Callable[[ServerSettings], tuple[Generator, Generator]]
+# builds the solver of one request (Engine is one); the server's only meaning of "engine factory"
+EngineFactory = Callable[[Generator, Generator, RoutingPolicy, EngineConfig], Solver]
 ScorerLoader = Callable[[ServerSettings], StepScorer]
 
 
-def load_prm(settings: ServerSettings) -> StepScorer:
-    """Load the PRM the settings name, once, its calls serialised across the solve slots."""
+def _load_prm(settings: ServerSettings) -> StepScorer:
+    """The PRM for generators the caller gave (a :class:`Run` loads its own): once, its calls serialised
+    across the solve slots."""
     from arbitrage.prm.registry import ScorerOptions, load_scorer
     from arbitrage.run import SerialScorer
 
     return SerialScorer(load_scorer(settings.prm, ScorerOptions(n_ctx=settings.n_ctx)))
-
-
-def load_generators(settings: ServerSettings) -> tuple[Generator, Generator]:
-    """Load the draft and target the settings name (each with the server's prompt style)."""
-    from arbitrage.backends.loader import GeneratorOptions, load_generator
-    from arbitrage.prompts import PromptStyle
-
-    options = GeneratorOptions(
-        n_ctx=settings.n_ctx,
-        prompt_style=PromptStyle(system=settings.system_prompt, user_template=settings.user_template),
-        seed=settings.seed,
-    )
-    draft = load_generator(settings.draft, options)
-    try:
-        target = load_generator(settings.target, options)
-    except BaseException:
-        draft.close()
-        raise
-    return draft, target
 
 
 @dataclass
@@ -191,6 +160,19 @@ def _timeout(job: SolveJob) -> APIError:
 # -- responses -----------------------------------------------------------------------------------------
 
 
+def _report(
+    state: ServerState, job: SolveJob, execution: Execution, answer: AnswerText, trace: SolveTrace
+) -> dict[str, Any]:
+    """The ``arbitrage`` extension of a finished solve: the body's field, or the stream's last chunk."""
+    return arbitrage_report(
+        trace,
+        models=state.models,
+        queue_seconds=execution.queue_seconds,
+        include_steps=job.include_steps,
+        stop_sequence=answer.stopped,
+    )
+
+
 async def _collect(
     state: ServerState, job: SolveJob, execution: Execution, answer: AnswerText, outcome: SolveOutcome
 ) -> JSONResponse:
@@ -218,13 +200,7 @@ async def _collect(
                 outcome.set("timeout")
                 raise _timeout(job)
             parts.append(event.text)
-            report = arbitrage_report(
-                trace,
-                models=state.models,
-                queue_seconds=execution.queue_seconds,
-                include_steps=job.include_steps,
-                stop_sequence=answer.stopped,
-            )
+            report = _report(state, job, execution, answer, trace)
             outcome.set("completed")
             body = completion_body(job, new_id(job.kind), now(), "".join(parts), trace, report)
             return JSONResponse(body)
@@ -269,13 +245,7 @@ async def _stream(
                     return
                 if event.text:
                     yield sse(chunk(job, rid, created, text=event.text))
-                report = arbitrage_report(
-                    trace,
-                    models=state.models,
-                    queue_seconds=execution.queue_seconds,
-                    include_steps=job.include_steps,
-                    stop_sequence=answer.stopped,
-                )
+                report = _report(state, job, execution, answer, trace)
                 reason = finish_reason(trace, answer.stopped)
                 final_text = None if job.kind == "chat" else ""
                 yield sse(chunk(job, rid, created, text=final_text, finish=reason, extension=report))
@@ -376,30 +346,38 @@ def _model_cards(state: ServerState) -> list[dict[str, Any]]:
 
 
 def create_app(
-    settings: ServerSettings | None = None,
+    settings: ServerSettings | ServerPlan | None = None,
     *,
+    run: Run | None = None,
     generators: tuple[Generator, Generator] | None = None,
-    loader: GeneratorLoader = load_generators,
-    scorer_loader: ScorerLoader = load_prm,
+    scorer_loader: ScorerLoader = _load_prm,
     engine_factory: EngineFactory = Engine,
-    policies: PolicyCache | None = None,
 ) -> FastAPI:
-    """The server app.
+    """The server app, over one of three sources of models:
 
-    ``generators`` (draft, target) are used as given and left open at shutdown; otherwise ``loader``
-    loads them at startup and the app closes them at shutdown. Policies that score steps (rsd, oracle)
-    use ``policies.scorer``; when no ``policies`` (with a scorer) are given and a served policy needs a
-    PRM, ``scorer_loader`` loads ``settings.prm`` at startup, once, and the app closes it at shutdown.
-    Policy options are checked here, so a bad option fails now; the served policy is built now too,
-    unless it waits for the PRM loaded at startup (``policies`` may hold it already, built by the caller).
+    - ``run``: an open :class:`~arbitrage.run.Run` of ``plan.run_spec()`` (``arbitrage serve`` opens one,
+      so a bad model fails before the server starts); its draft, target, PRM and served policy are used
+      and left open at shutdown;
+    - ``generators`` (draft, target): used as given and left open at shutdown; a servable policy that
+      scores steps (rsd, oracle) gets ``scorer_loader(settings)``, loaded at startup, once, and closed at
+      shutdown;
+    - neither: the app opens a :class:`~arbitrage.run.Run` of ``settings`` at startup, closed at shutdown.
+
+    ``settings`` are resolved here (policies checked, their options built: a bad option fails now)
+    unless they come resolved as a :class:`~arbitrage.server.jobs.ServerPlan`.
     """
-    settings = settings or load_server_settings()
-    check_policies(settings)
-    base_options = base_policy_options(settings)
-    policies = policies or PolicyCache()
-    load_scorer_at_start = needs_scorer_for(settings) and policies.scorer is None
+    if not isinstance(settings, ServerPlan):
+        settings = ServerPlan.resolve(settings or load_server_settings())
+    plan = settings
+    settings = plan.settings
+    policies = PolicyCache()
+    if run is not None:
+        policies.scorer = run.scorer
+        policies.add(*plan.served, run.policy)
+        generators = (run.draft, run.target)
+    load_scorer_at_start = generators is not None and needs_scorer_for(settings) and policies.scorer is None
     default_name = (
-        None if load_scorer_at_start else policies.get(settings.policy, base_options[settings.policy]).name
+        policies.get(*plan.served).name if generators is not None and not load_scorer_at_start else None
     )
     metrics = ServerMetrics(settings.max_concurrency, settings.max_queue)
 
@@ -407,26 +385,27 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         async with contextlib.AsyncExitStack() as stack:
             policy_name = default_name
+            if generators is not None:
+                draft, target = generators
+            else:  # the app's own run: models, PRM and the served policy load through it
+                own = await asyncio.to_thread(Run(plan.run_spec()).open)
+                stack.callback(own.close)
+                draft, target = own.draft, own.target
+                policies.scorer = own.scorer
+                policies.add(*plan.served, own.policy)
+                policy_name = own.policy.name
             if load_scorer_at_start:
                 policies.scorer = await asyncio.to_thread(scorer_loader, settings)
                 stack.callback(_close_quietly, policies.scorer)
                 stack.callback(setattr, policies, "scorer", None)
-                default = await asyncio.to_thread(
-                    policies.get, settings.policy, base_options[settings.policy]
-                )
+                default = await asyncio.to_thread(policies.get, *plan.served)
                 policy_name = default.name
-            if generators is not None:
-                draft, target = generators
-            else:
-                draft, target = await asyncio.to_thread(loader, settings)
-                for model in (draft, target):
-                    stack.callback(_close_quietly, model)
             assert policy_name is not None
             state = ServerState(
                 settings=settings,
                 draft=draft,
                 target=target,
-                base_options=base_options,
+                base_options=plan.base_options,
                 policy_name=policy_name,
                 runner=SolveRunner(settings.max_concurrency, settings.max_queue, metrics),
                 metrics=metrics,
@@ -504,4 +483,4 @@ def app_from_env() -> FastAPI:
     return create_app(load_server_settings())
 
 
-__all__ = ["ServerState", "create_app", "error_body", "load_generators"]
+__all__ = ["ServerState", "create_app", "error_body"]

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import threading
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -43,6 +43,7 @@ from arbitrage.server.text import chat_question, completion_question, stop_seque
 
 if TYPE_CHECKING:
     from arbitrage.prm.base import StepScorer
+    from arbitrage.run import RunSpec
 
 Kind = Literal["chat", "completion"]
 
@@ -108,13 +109,55 @@ def base_policy_options(settings: ServerSettings) -> dict[str, Any]:
 def check_policies(settings: ServerSettings) -> None:
     """Fail at startup on policies the server cannot build or options they do not take (before any
     model loads); option errors name their ``policy_options`` fields."""
-    for name in settings.served_policies:
-        if name not in POLICY_NAMES:
-            raise ConfigError(f"Unknown policy {name!r} (known: {', '.join(POLICY_NAMES)})")
-    try:
-        base_policy_options(settings)
-    except PolicyOptionError as exc:
-        raise ConfigError(f"Invalid server settings: {exc.render(settings_field)}") from None
+    ServerPlan.resolve(settings)
+
+
+@dataclass(frozen=True, slots=True)
+class ServerPlan:
+    """Server settings resolved once: every servable policy checked and its options built, before any
+    model loads. Read by :func:`~arbitrage.server.app.create_app` and ``arbitrage serve``."""
+
+    settings: ServerSettings
+    base_options: dict[str, Any]  # policy name -> the server's options of it (base_policy_options)
+
+    @classmethod
+    def resolve(cls, settings: ServerSettings, option_name: Callable[[str], str] | None = None) -> ServerPlan:
+        """Check ``settings``' policies; a bad option is a ConfigError naming it by ``option_name`` (as
+        given, without a prefix), or by default as its ``policy_options`` field of the settings."""
+        for name in settings.served_policies:
+            if name not in POLICY_NAMES:
+                raise ConfigError(f"Unknown policy {name!r} (known: {', '.join(POLICY_NAMES)})")
+        try:
+            return cls(settings, base_policy_options(settings))
+        except PolicyOptionError as exc:
+            if option_name is not None:
+                raise ConfigError(exc.render(option_name)) from None
+            raise ConfigError(f"Invalid server settings: {exc.render(settings_field)}") from None
+
+    @property
+    def served(self) -> tuple[str, Any]:
+        """The policy served under the model id, with its options."""
+        return self.settings.policy, self.base_options[self.settings.policy]
+
+    def run_spec(self) -> RunSpec:
+        """What the server's :class:`~arbitrage.run.Run` loads: the draft and target with the server's
+        prompt style, the served policy, and the PRM (once, shared by the solve slots) when a servable
+        policy needs one."""
+        from arbitrage.prompts import PromptStyle
+        from arbitrage.run import RunSpec
+
+        s = self.settings
+        return RunSpec(
+            draft=s.draft,
+            target=s.target,
+            policies=[self.served],
+            with_prm=needs_scorer_for(s),
+            prm=s.prm,
+            n_ctx=s.n_ctx,
+            seed=s.seed,
+            prompt_style=PromptStyle(system=s.system_prompt, user_template=s.user_template),
+            shared_scorer=True,  # one PRM for every solve slot: its calls are serialised
+        )
 
 
 def needs_scorer_for(settings: ServerSettings) -> bool:

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -148,13 +149,22 @@ def describe_validation_error(exc: ValidationError, prefix: str = "") -> str:
     return "; ".join(parts)
 
 
-def load_server_settings(config_file: Path | None = None, **overrides: Any) -> ServerSettings:
-    """Settings from overrides > environment > config file > defaults (see the module docstring)."""
+def load_server_settings(
+    config_file: Path | None = None,
+    *,
+    extra_policy_options: Mapping[str, Any] | None = None,
+    **overrides: Any,
+) -> ServerSettings:
+    """Settings from overrides > environment > config file > defaults (see the module docstring);
+    ``extra_policy_options`` (e.g. from flags) add to, and win over, the ``policy_options`` so found."""
     try:
         from_env = ServerSettings()
         file_values = _read_config_file(config_file) if config_file is not None else {}
         values = {k: v for k, v in file_values.items() if k not in from_env.model_fields_set}
         values.update(overrides)
+        if extra_policy_options:
+            found = values.get("policy_options", from_env.policy_options)
+            values["policy_options"] = {**found, **extra_policy_options}
         return ServerSettings(**values)
     except ValidationError as exc:
         raise ConfigError(f"Invalid server settings: {describe_validation_error(exc)}") from None
