@@ -77,7 +77,7 @@ def measure(model: str, flash_attn: bool, threads: int) -> dict[str, object]:
         ev.forget()
         ev.evaluate(toks[: n - fed], 0, [n - fed - 1])
         decoded = np.stack([ev.feed(t).copy() for t in toks[n - fed : n - 1]])
-        return float(np.abs(batched[1:] - decoded).max())
+        return float(np.abs(batched[: fed - 1] - decoded).max())
 
     out = {
         "model": model,

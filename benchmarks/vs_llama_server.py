@@ -1,7 +1,7 @@
 """arbitrage against the tool a user already has: llama.cpp's own ``llama-server``, on the same problems,
 the same GGUF files, the same threads and the project's own chat prompts, greedy, one run.
 
-    .venv/bin/python benchmarks/vs_llama_server.py --dataset gsm8k_test --limit 12 \
+    .venv/bin/python benchmarks/vs_llama_server.py --dataset gsm8k --limit 12 \
         --out benchmarks/results/vs_llama_server/gsm8k
 
 Configurations (``--configs``, in this order; each runs on every problem before the next starts):
@@ -21,9 +21,10 @@ It runs with ``--no-repack`` (these machines fault on AMX repacking, as the proj
 avoids), ``-t THREADS``, ``-c 4096``, ``-fa on`` (flash attention, as arbitrage's default).
 
 Latency is the wall clock of one request (server: from the request to the last byte; arbitrage: one
-``Engine.solve``). A server request generates until the end of the answer; arbitrage stops at the
-step that states a ``\\boxed{}`` answer, so its texts are compared on arbitrage's length
-("identical": the server's text starts with arbitrage's solution, whitespace normalised). Records are
+``Engine.solve``). arbitrage stops at the step that states a ``\\boxed{}`` answer; a server request
+would go on to the end of the answer, so it is capped at the tokens arbitrage's ``target`` run wrote
+for that problem (run ``target`` first), and texts are compared on arbitrage's length ("identical":
+the text starts with arbitrage target's solution, whitespace normalised). Records are
 one JSON line per problem and configuration (resumable); the summary has per-configuration mean
 seconds, tokens/s, correct, and each configuration's speed relative to ``server`` with a paired
 bootstrap 95% interval. Writes ``summary.json``, ``summary.md`` and ``latency.png``.
@@ -57,7 +58,7 @@ from arbitrage.models.store import resolve_model_path
 from arbitrage.run import Run, RunSpec
 from arbitrage.settings import load_settings
 
-CONFIGS = ("server", "server_md3", "server_md8", "target", "speculate", "auto", "target_reproducible")
+CONFIGS = ("target", "server", "server_md3", "server_md8", "speculate", "auto", "target_reproducible")
 PORT = 8931
 
 
@@ -132,8 +133,8 @@ class Server:
                 time.sleep(1)
         raise RuntimeError(f"llama-server did not get ready; see {self.log.name}")
 
-    def complete(self, prompt: str) -> dict[str, Any]:
-        body = {"prompt": prompt, "n_predict": 2048, "temperature": 0, "top_k": 1, "cache_prompt": False,
+    def complete(self, prompt: str, n_predict: int = 2048) -> dict[str, Any]:
+        body = {"prompt": prompt, "n_predict": n_predict, "temperature": 0, "top_k": 1, "cache_prompt": False,
                 "seed": 0}  # fmt: skip
         request = urllib.request.Request(
             f"http://127.0.0.1:{PORT}/completion", data=json.dumps(body).encode(),
@@ -168,6 +169,20 @@ def append(path: Path, row: dict[str, Any]) -> None:
         f.write(json.dumps(row) + "\n")
 
 
+def token_budgets(out: Path) -> dict[str, int]:
+    """Per problem, the tokens arbitrage's target-only run wrote: the server writes as many at most.
+
+    arbitrage stops at the step that states a boxed answer; the server would go on to the end of the
+    answer. Capping it at the same length compares the same work (llama-server stops earlier at EOS).
+    """
+    path = out / "target.jsonl"
+    if not path.exists():
+        return {}
+    return {
+        r["id"]: int(r["tokens"]) for r in map(json.loads, path.read_text().splitlines()) if r.get("tokens")
+    }
+
+
 def run_server(config: str, problems: list[Problem], prompts: dict[str, str], out: Path, args: Any) -> None:
     path = out / f"{config}.jsonl"
     todo = [p for p in problems if p.id not in done_ids(path)]
@@ -177,9 +192,10 @@ def run_server(config: str, problems: list[Problem], prompts: dict[str, str], ou
     draft = resolve_model_path(args.draft) if n_max else None
     server = Server(args.binary, resolve_model_path(args.target), draft, n_max, args.threads)
     try:
-        server.complete(prompts[todo[0].id][:200])  # warm-up, not recorded
+        server.complete(prompts[todo[0].id][:200], 16)  # warm-up, not recorded
+        budget = token_budgets(out)
         for i, problem in enumerate(todo, 1):
-            data = server.complete(prompts[problem.id])
+            data = server.complete(prompts[problem.id], budget.get(problem.id, 2048))
             text = str(data.get("content", ""))
             timings = data.get("timings", {})
             g = grade(text, problem.answer)
@@ -297,7 +313,7 @@ def write_summary(out: Path, summary: dict[str, Any], title: str) -> str:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--dataset", default="gsm8k_test")
+    parser.add_argument("--dataset", default="gsm8k")
     parser.add_argument("--offset", type=int, default=0)
     parser.add_argument("--limit", type=int, default=12)
     parser.add_argument("--draft", default=DEFAULT_DRAFT)

@@ -10,6 +10,9 @@ from arbitrage.models.store import resolve_model_path
 
 
 def load(name: str, **kwargs: object) -> LlamaCppGenerator:
+    """A real model as the tests use it: in the reproducible mode (``determinism="auto"``) unless a test
+    asks for another, since most tests check what that mode guarantees (a step a function of its text)."""
+    kwargs.setdefault("determinism", "auto")
     return LlamaCppGenerator(
         resolve_model_path(name), name=name, chat_format=NAMED_MODELS[name].chat_format, n_ctx=2048, **kwargs
     )

@@ -34,9 +34,20 @@ def test_solve_json_trace_attributes_steps_to_both_models() -> None:
     assert trace["stop_reason"] in {"eos", "answer", "max_steps", "max_tokens", "repetition"}
 
 
-def test_the_default_policy_verifies_every_draft_step_at_the_packaged_calibration() -> None:
-    # no policy flags: verify at the default rate, with the installed τ table
+def test_the_default_policy_is_auto_the_target_writing_every_step() -> None:
     result = solve("--json", "--max-steps", "3")
+    assert result.returncode == 0, result.stderr
+    trace = json.loads(result.stdout)
+    assert trace["policy"] == "auto(quality=1 -> target)"
+    assert trace["steps"] and all(s["role"] == "target" for s in trace["steps"])
+    assert trace["usage"]["draft"]["calls"] == 0
+    # gemma3 cannot propose tokens for smollm2 (another vocabulary): the trace says so
+    assert "vocabularies differ" in trace["steps"][0]["decision"]["reason"]
+
+
+def test_verify_checks_every_draft_step_at_the_packaged_calibration() -> None:
+    # verify at the default rate, with the installed τ table
+    result = solve("--json", "--max-steps", "3", "--policy", "verify")
     assert result.returncode == 0, result.stderr
     trace = json.loads(result.stdout)
     assert trace["policy"].startswith("verify(") and "0.6" in trace["policy"]

@@ -45,10 +45,15 @@ def test_token_cap_bounds_a_step_that_never_ends(smol: LlamaCppGenerator) -> Non
     assert out.tokens == 7
 
 
-def test_eos_ends_the_solve(smol: LlamaCppGenerator) -> None:
-    trace = Engine(smol, smol, DraftOnlyPolicy(), EngineConfig(max_steps=40, stop_on_boxed=False)).solve(
-        "Say hello to Anna in one short sentence."
-    )
+def test_eos_ends_the_solve() -> None:
+    # flash attention off: with it this greedy answer of smollm2-135m never ends (a model quirk, not ours)
+    smol = load("smollm2-135m", settings=Settings(llama_flash_attn="off"))
+    try:
+        trace = Engine(smol, smol, DraftOnlyPolicy(), EngineConfig(max_steps=40, stop_on_boxed=False)).solve(
+            "Say hello to Anna in one short sentence."
+        )
+    finally:
+        smol.close()
     assert trace.stop_reason == "eos"
     assert trace.steps[-1].finish_reason == FinishReason.EOS
 

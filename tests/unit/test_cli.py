@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 from arbitrage.cli.main import app
 
 COMMANDS = [[], ["solve"], ["models"], ["models", "list"], ["models", "fetch"], ["eval-prm"], ["eval"], ["sweep"],
-            ["report"], ["collect"], ["train-router"], ["eval-router"], ["serve"], ["calibrate-verify"]]  # fmt: skip
+            ["report"], ["collect"], ["train-router"], ["eval-router"], ["serve"], ["calibrate-verify"], ["bench-costs"]]  # fmt: skip
 
 
 def test_every_registered_command_is_covered() -> None:

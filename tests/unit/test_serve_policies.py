@@ -90,7 +90,24 @@ def test_serve_a_saved_router_with_the_router_flag(monkeypatch: pytest.MonkeyPat
     assert all(m.closed for m in models)  # the run closed the models when the server stopped
 
 
-def test_serve_without_a_policy_serves_verify_at_the_default_rate(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_serve_without_a_policy_serves_auto_the_target_writing_every_step(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    seen: dict[str, Any] = {}
+
+    def exercise(client: openai.OpenAI) -> None:
+        seen["model"] = client.models.retrieve("arbitrage").model_extra
+        seen["default"] = ask(client)
+
+    serve(monkeypatch, [], exercise)
+    assert seen["model"]["arbitrage"]["policy"] == "auto(quality=1 -> target)"
+    steps = steps_of(seen["default"])
+    assert steps and all(s["role"] == "target" for s in steps)
+    # scripted models cannot speculate: auto says so and runs the target plainly
+    assert "speculation off" in steps[0]["decision"]["reason"]
+
+
+def test_serve_verify_at_the_default_rate(monkeypatch: pytest.MonkeyPatch) -> None:
     seen: dict[str, Any] = {}
 
     def exercise(client: openai.OpenAI) -> None:
@@ -98,7 +115,7 @@ def test_serve_without_a_policy_serves_verify_at_the_default_rate(monkeypatch: p
         seen["default"] = ask(client)
         seen["lenient"] = ask(client, policy_params={"threshold": 15.0})  # a score above 15: never
 
-    models = serve(monkeypatch, [], exercise)
+    models = serve(monkeypatch, ["--policy", "verify"], exercise)
     policy = seen["model"]["arbitrage"]["policy"]
     assert policy.startswith("verify(target_nll,tau=") and policy.endswith(",rate=0.6)")
     target = next(m for m in models if m.name == "t")

@@ -24,7 +24,7 @@ def test_defaults_bind_loopback_without_a_key() -> None:
     settings = load_server_settings()
     assert settings.host == "127.0.0.1"
     assert settings.api_key is None
-    assert settings.served_policies == ("verify",)  # the measured best policy, at its default rate
+    assert settings.served_policies == ("auto",)  # the cost-aware default (issue 26)
 
 
 def test_precedence_overrides_then_env_then_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -45,7 +45,7 @@ def test_json_config_and_api_key_env(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("ARBITRAGE_API_KEY", "from-env")
     settings = load_server_settings(config)
     assert settings.api_key is not None and settings.api_key.get_secret_value() == "from-env"
-    assert settings.served_policies == ("verify", "draft")
+    assert settings.served_policies == ("auto", "draft")
     assert "from-env" not in repr(settings)  # the key is a secret
 
 

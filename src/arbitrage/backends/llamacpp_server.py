@@ -105,6 +105,10 @@ def _parse(argv: list[str] | None) -> tuple[Any, list[Any]]:
         args.logits_all = False
     if args.interrupt_requests is None:
         args.interrupt_requests = False
+    if args.flash_attn is None:  # as the in-process backend (ARBITRAGE_LLAMA_FLASH_ATTN), so both agree
+        from arbitrage.settings import load_settings
+
+        args.flash_attn = load_settings().llama_flash_attn == "on"
     return parse_model_from_args(ServerSettings, args), [parse_model_from_args(ModelSettings, args)]
 
 

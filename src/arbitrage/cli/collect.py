@@ -16,7 +16,8 @@ if TYPE_CHECKING:
 @opt.command
 def collect(
     problems: opt.Problems = opt.flags(opt.Problems, dataset="gsm8k-train"),
-    models: opt.Models = opt.flags(opt.Models),
+    # collection labels steps: reproducible evaluation by default (a step a function of its text)
+    models: opt.Models = opt.flags(opt.Models, omit=("speculate",), reproducible=True),
     prm: Annotated[
         str | None, typer.Option(help="Step scorer spec (default: the measured best local PRM).")
     ] = None,
@@ -84,7 +85,7 @@ def collect(
     options = GeneratorOptions(n_ctx=steps.n_ctx, seed=seed)
 
     def make_models() -> CollectModels:  # one set per worker; run_collection closes them
-        run = open_run(RunSpec(draft=models.draft, target=models.target, prm=spec, with_prm=True,
+        run = open_run(RunSpec(**models.spec(), prm=spec, with_prm=True,
                                n_ctx=steps.n_ctx, seed=seed))  # fmt: skip
         extra = None
         if labels == "outcome" and continuation is not None and continuation != models.draft:

@@ -33,7 +33,7 @@ def evaluate(
     name, loaded = problems.load()
     config = steps.config(policy.keep_prefix)
     draft, target, s = models.draft, models.target, steps
-    spec = RunSpec(draft=draft, target=target, policies=[policy.choice(s.seed)], prm=policy.prm,
+    spec = RunSpec(**models.spec(), policies=[policy.choice(s.seed)], prm=policy.prm,
                    n_ctx=s.n_ctx, seed=s.seed)  # fmt: skip
     with open_run(spec) as run:
         run_config = {
@@ -42,6 +42,9 @@ def evaluate(
             "max_step_tokens": s.max_step_tokens, "separator": s.separator, "temperature": s.temperature,
             "seed": s.seed, "prm": policy.prm if run.scorer is not None else None,
         }  # fmt: skip
+        for key in ("speculate", "reproducible"):  # as keep_prefix: only when set, so old folders resume
+            if getattr(models, key):
+                run_config[key] = True
         if policy.keep_prefix != "verified":  # the default stays out, so earlier runs' folders still resume
             run_config["keep_prefix"] = policy.keep_prefix
         if out is None:

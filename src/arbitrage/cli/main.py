@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from arbitrage.cli.bench_costs import bench_costs
 from arbitrage.cli.calibrate_verify import calibrate_verify
 from arbitrage.cli.collect import collect
 from arbitrage.cli.eval_prm import eval_prm
@@ -39,6 +40,7 @@ app.command("eval-router")(eval_router)
 app.command("eval-prm")(eval_prm)
 app.command()(collect)
 app.command("calibrate-verify")(calibrate_verify)
+app.command("bench-costs")(bench_costs)
 
 
 @app.callback()

@@ -44,7 +44,32 @@ F = TypeVar("F", bound=Callable[..., Any])
 Draft = Annotated[str, typer.Option(help="Draft model: a named model, a .gguf path, or a backend spec.")]
 Target = Annotated[str, typer.Option(help="Target model (same forms as --draft).")]
 PolicyName = Annotated[
-    str, typer.Option(help="Routing policy: draft, target, random, rsd, oracle, router or verify.")
+    str,
+    typer.Option(help="Routing policy: auto, draft, target, random, rsd, oracle, router or verify."),
+]
+Quality = Annotated[
+    float | None,
+    typer.Option(
+        help="auto: share of target-only accuracy to keep, in (0, 1] (default 1: the target's own text, "
+        "with token-level speculation where it pays; lower: the fastest measured policy that keeps it)."
+    ),
+]
+Speculate = Annotated[
+    bool,
+    typer.Option(
+        "--speculate/--no-speculate",
+        help="Token-level speculation inside the target's text: the draft proposes tokens, the target "
+        "checks them in one batch (lossless for greedy steps; llama.cpp models sharing a vocabulary). "
+        "auto attaches it by itself where it can.",
+    ),
+]
+Reproducible = Annotated[
+    bool,
+    typer.Option(
+        "--reproducible/--serving",
+        help="llama.cpp evaluation: reproducible (a greedy step is a function of its text; aligned chunks "
+        "re-evaluate decoded tokens, +24% latency on the default pair) or the serving mode (default).",
+    ),
 ]
 P = Annotated[float, typer.Option(help="random: probability of escalating a step.")]
 MaxSteps = Annotated[int, typer.Option(help="Stop after this many steps.")]
@@ -204,6 +229,19 @@ class Models:
 
     draft: Draft = DEFAULT_DRAFT
     target: Target = DEFAULT_TARGET
+    speculate: Speculate = False
+    reproducible: Reproducible = False
+
+    def spec(self) -> dict[str, Any]:
+        """The :class:`~arbitrage.run.RunSpec` fields these flags set."""
+        from arbitrage.backends.speculation import SpeculationConfig
+
+        return {
+            "draft": self.draft,
+            "target": self.target,
+            "speculation": SpeculationConfig() if self.speculate else None,
+            "reproducible": self.reproducible,
+        }
 
 
 @dataclasses.dataclass(frozen=True)
@@ -211,6 +249,7 @@ class Policy:
     """The policy, its options (``None``: not given) and the PRM; ``keep_prefix`` rides along."""
 
     policy: PolicyName = "draft"
+    quality: Quality = None
     p: P = 0.5
     prm: Prm = DEFAULT_PRM
     threshold: Threshold = None
@@ -225,7 +264,7 @@ class Policy:
 
     def given(self, seed: int) -> dict[str, Any]:
         """The policy options as flags give them, by option name (``None``: not given)."""
-        return {"p": self.p, "seed": seed, "path": self.router, "tau": self.tau,
+        return {"quality": self.quality, "p": self.p, "seed": seed, "path": self.router, "tau": self.tau,
                 "target_rate": self.target_rate, "threshold": self.threshold,
                 "target_samples": self.target_samples, "diagnose": self.diagnose, "score": self.score,
                 "calibration": self.calibration}  # fmt: skip
@@ -437,4 +476,4 @@ def policy_choice(policy: str, **flags: Any) -> tuple[str, Any]:
 
 def _optional_flag(name: str) -> bool:
     # flags without a default: given means meant
-    return name in ("path", "tau", "target_rate", "threshold", "score", "calibration")
+    return name in ("quality", "path", "tau", "target_rate", "threshold", "score", "calibration")

@@ -23,7 +23,7 @@ def serve(
     ] = None,
     target: Annotated[str | None, typer.Option(help="Target model (same forms as --draft).")] = None,
     policy: Annotated[
-        str | None, typer.Option(help="Routing policy served under the model id (default: verify).")
+        str | None, typer.Option(help="Routing policy served under the model id (default: auto).")
     ] = None,
     p: Annotated[float | None, typer.Option(help="random: probability of escalating a step.")] = None,
     router: Annotated[

@@ -14,7 +14,7 @@ from arbitrage.cli import options as opt
 def solve(
     question: Annotated[str, typer.Argument(help="The question to solve.")],
     models: opt.Models = opt.flags(opt.Models),
-    policy: opt.Policy = opt.flags(opt.Policy, policy="verify"),
+    policy: opt.Policy = opt.flags(opt.Policy, policy="auto"),
     steps: opt.Steps = opt.flags(opt.Steps),
     as_json: Annotated[bool, typer.Option("--json", help="Print the full trace as JSON instead.")] = False,
 ) -> None:
@@ -29,7 +29,7 @@ def solve(
     if not question.strip():
         raise ConfigError("The question is empty")
     config = steps.config(policy.keep_prefix)
-    spec = RunSpec(draft=models.draft, target=models.target, policies=[policy.choice(steps.seed)],
+    spec = RunSpec(**models.spec(), policies=[policy.choice(steps.seed)],
                    prm=policy.prm, n_ctx=steps.n_ctx, seed=steps.seed)  # fmt: skip
     with open_run(spec) as run:
         engine = run.engine(config=config)

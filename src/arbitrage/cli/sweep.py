@@ -79,7 +79,7 @@ def sweep(
         out = Path("runs") / "sweep" / re.sub(r"[^A-Za-z0-9.=-]+", "-", f"{name}_{draft}_{target}").strip("-")
     out.mkdir(parents=True, exist_ok=True)
     cache_file = None if no_cache else cache or out / "step_cache.sqlite"
-    spec = RunSpec(draft=draft, target=target, policies=choices, prm=policy.prm, n_ctx=s.n_ctx,
+    spec = RunSpec(**models.spec(), policies=choices, prm=policy.prm, n_ctx=s.n_ctx,
                    seed=s.seed, cache=cache_file, replay_scores=replay_scores)  # fmt: skip
     with open_run(spec) as run:
         run_config = {

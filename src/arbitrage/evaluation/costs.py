@@ -300,6 +300,7 @@ def _plot_projections(projections: Sequence[Projection], measured_ratio: float, 
         (line,) = ax.plot(p.ratios, p.speedups, label=p.point, linewidth=1.2)
         if p.break_even is not None:
             ax.plot([p.break_even], [1.0], "o", color=line.get_color(), markersize=4)
+    ax.set_yscale("log")
     ax.axhline(1.0, color="black", linewidth=0.8)
     ax.axvline(measured_ratio, color="grey", linestyle="--", linewidth=0.8)
     ax.text(measured_ratio, ax.get_ylim()[1], " measured ratio", va="top", fontsize=8, color="grey")

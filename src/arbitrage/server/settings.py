@@ -69,7 +69,7 @@ class ServerSettings(BaseSettings):
     # models and routing
     draft: str = DEFAULT_DRAFT  # draft model spec (named model, .gguf path, backend spec)
     target: str = DEFAULT_TARGET  # target model spec
-    policy: str = "verify"  # routing policy served under ``model_id`` (the measured best, see README)
+    policy: str = "auto"  # routing policy served under ``model_id`` (the cost-aware default, see README)
     policy_options: dict[str, Any] = Field(default_factory=dict)  # served policies' options, e.g. {"p": 0.3}
     prm: str = DEFAULT_PRM  # step scorer (PRM) spec; loaded once at startup iff rsd or oracle is served
     allowed_policies: list[str] = Field(default_factory=list)  # other policies a request may pick
