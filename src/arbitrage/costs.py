@@ -52,6 +52,16 @@ class CostModel:
     machine: str = ""  # bench: where it was measured
     notes: str = ""
 
+    def role(self, name: str) -> RoleCosts:
+        """The costs of ``"draft"`` or ``"target"``."""
+        if name not in ("draft", "target"):
+            raise ConfigError(f"unknown role {name!r} (draft or target)")
+        return self.target if name == "target" else self.draft
+
+    def seconds(self, work: Mapping[str, tuple[float, float, float]]) -> float:
+        """Predicted model seconds of ``work``: role -> (decoded tokens, evaluated tokens, calls)."""
+        return sum(self.role(name).seconds(*counts) for name, counts in work.items())
+
     @property
     def ratio(self) -> float:
         """Draft decode cost over target decode cost (per token)."""

@@ -91,11 +91,7 @@ def fit_costs(records: Iterable[ProblemRecord]) -> CostModel:
 
 def predict_latency(record: ProblemRecord, costs: CostModel) -> float:
     """Predicted cost latency of a solve: both models' predicted seconds plus its measured policy seconds."""
-    total = record.policy_seconds
-    for role in ROLES:
-        role_costs = costs.target if role == "target" else costs.draft
-        total += role_costs.seconds(*role_features(record, role))
-    return total
+    return record.policy_seconds + costs.seconds({role: role_features(record, role) for role in ROLES})
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,16 +179,12 @@ def default_ratios() -> list[float]:
 
 
 def _load_sweep_records(sweep_dir: Path) -> dict[str, list[ProblemRecord]]:
-    import json
-
+    """Every point's records that exist (a point without ``records.jsonl`` is left out)."""
     from arbitrage.evaluation.records import RECORDS, read_records
+    from arbitrage.evaluation.report import _sweep_rows
 
-    sweep = sweep_dir / "sweep.json"
-    if not sweep.is_file():
-        raise ConfigError(f"{sweep_dir} is not a sweep folder (no sweep.json)")
-    rows = json.loads(sweep.read_text())
     out = {}
-    for row in rows:
+    for row in _sweep_rows(sweep_dir):
         path = sweep_dir / row["point"] / RECORDS
         if path.is_file():
             out[row["point"]] = read_records(path)

@@ -101,11 +101,7 @@ def plan_auto(options: AutoOptions, table_path: Path | None = None) -> AutoPlan:
     points = candidates(table)
 
     def latency(c: Candidate) -> float:
-        total = c.policy_seconds
-        for role, (decoded, evaluated, calls) in c.work.items():
-            role_costs = costs.target if role == "target" else costs.draft
-            total += role_costs.seconds(decoded, evaluated, calls)
-        return total
+        return c.policy_seconds + costs.seconds(c.work)
 
     target = next((c for c in points if c.policy == "target"), None)
     if target is None:
