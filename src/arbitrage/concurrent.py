@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass
-from typing import Protocol, runtime_checkable
+from typing import Literal, Protocol, runtime_checkable
 
 from arbitrage.backends.base import Generator
 from arbitrage.errors import ArbitrageError, ConfigError
@@ -56,6 +56,8 @@ class Solver(Protocol):
     ) -> SolveTrace: ...
 
 
+Schedule = Literal["per_problem", "lockstep"]  # how solve_many paces the problems in flight
+SCHEDULES: tuple[Schedule, ...] = ("per_problem", "lockstep")
 SolverFactory = Callable[[], Solver]  # builds one worker's solver (solve_many calls it once per thread)
 ResultCallback = Callable[["ProblemResult"], None]
 
@@ -136,10 +138,47 @@ class _Engines:
                     model.close()
 
 
-def _solve_one(engines: _Engines, index: int, question: str) -> ProblemResult:
+class StepBarrier:
+    """The step-synchronous schedule's barrier: every problem of a wave waits, before each step, until
+    all the wave's unfinished problems have reached the same point, so their requests for the step go
+    out together (the official Arbitrage and RSD code advances a batch this way, one batched request
+    per model and step). A finished or failed problem leaves the wave and no longer holds it up."""
+
+    def __init__(self, parties: int) -> None:
+        self._active = parties
+        self._arrived = 0
+        self._round = 0
+        self._cond = threading.Condition()
+
+    def wait(self) -> bool:
+        """Block until every active problem has arrived; always False (a ``should_stop`` check)."""
+        with self._cond:
+            self._arrived += 1
+            if self._arrived >= self._active:
+                self._release()
+            else:
+                current = self._round
+                self._cond.wait_for(lambda: self._round != current)
+        return False
+
+    def leave(self) -> None:
+        with self._cond:
+            self._active -= 1
+            if self._arrived and self._arrived >= self._active:
+                self._release()
+
+    def _release(self) -> None:
+        self._arrived = 0
+        self._round += 1
+        self._cond.notify_all()
+
+
+def _solve_one(
+    engines: _Engines, index: int, question: str, barrier: StepBarrier | None = None
+) -> ProblemResult:
     start = time.perf_counter()
     try:
-        trace = engines.get().solve(question)
+        trace = engines.get().solve(question, should_stop=barrier.wait if barrier else None)
     except ArbitrageError as exc:
         logger.warning("problem %d failed: %s", index, exc)
         return ProblemResult(
@@ -151,6 +190,9 @@ def _solve_one(engines: _Engines, index: int, question: str) -> ProblemResult:
             index, question, None, f"{type(exc).__name__}: {exc}", type(exc).__name__,
             time.perf_counter() - start, start,
         )  # fmt: skip
+    finally:
+        if barrier is not None:
+            barrier.leave()
     return ProblemResult(index, question, trace, seconds=time.perf_counter() - start, started_at=start)
 
 
@@ -160,8 +202,15 @@ def solve_many(
     *,
     concurrency: int = 1,
     on_result: ResultCallback | None = None,
+    schedule: Schedule = "per_problem",
 ) -> list[ProblemResult]:
     """Solve ``questions`` with up to ``concurrency`` in flight; return results in input order.
+
+    ``schedule``: ``"per_problem"`` (the default) starts the next problem as soon as a worker is free,
+    each problem at its own pace, so a continuously batching server always has ``concurrency``
+    requests; ``"lockstep"`` runs the problems in waves of ``concurrency`` that advance one step at a
+    time together (:class:`StepBarrier`), the official code's batching, where a wave's fast problems
+    wait for its slowest and the next wave starts when the whole wave is done.
 
     ``engine`` is either one :class:`Engine` shared by all workers (fine for remote and thread-safe
     backends), or a zero-argument factory called once per worker thread (each worker gets its own
@@ -170,6 +219,8 @@ def solve_many(
     """
     if concurrency < 1:
         raise ConfigError(f"concurrency must be >= 1, got {concurrency}")
+    if schedule not in SCHEDULES:
+        raise ConfigError(f"Unknown schedule {schedule!r} (known: {', '.join(SCHEDULES)})")
     engines = _Engines(engine)
     results: list[ProblemResult | None] = [None] * len(questions)
     pool = ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="arbitrage-solve")
@@ -182,10 +233,19 @@ def solve_many(
                 on_result(result)
 
     try:
-        pending = {pool.submit(_solve_one, engines, i, q) for i, q in enumerate(questions)}
-        while pending:
-            done, pending = wait(pending, return_when=FIRST_COMPLETED)
-            deliver(done)
+        if schedule == "per_problem":
+            pending = {pool.submit(_solve_one, engines, i, q) for i, q in enumerate(questions)}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                deliver(done)
+        indexed = list(enumerate(questions)) if schedule == "lockstep" else []
+        for first in range(0, len(indexed), concurrency):
+            wave = indexed[first : first + concurrency]
+            barrier = StepBarrier(len(wave))
+            pending = {pool.submit(_solve_one, engines, i, q, barrier) for i, q in wave}
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                deliver(done)
     except BaseException:
         # Interrupted (Ctrl-C) or a callback failed: start no new problem, let those in flight finish
         # and hand them over too, so a resumable caller keeps every finished problem.

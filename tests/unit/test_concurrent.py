@@ -167,3 +167,56 @@ def test_bad_concurrency_is_a_config_error() -> None:
 
 def test_empty_input() -> None:
     assert solve_many(engine(ScriptedGenerator("draft", answer_script)), [], concurrency=2) == []
+
+
+class Logged(ScriptedGenerator):
+    """A scripted draft that logs (question, step index) per call, and writes a different number of
+    steps per question (the question's number modulo 3, plus 1), so a wave's problems end apart."""
+
+    def __init__(self) -> None:
+        super().__init__("draft", self.script)
+        self.log: list[tuple[str, int]] = []
+        self.lock = threading.Lock()
+
+    @staticmethod
+    def script(context: StepContext) -> tuple[str, FinishReason]:
+        number = int(context.question.split()[-1].rstrip("?"))
+        if len(context.steps) < number % 3:
+            return f"Step {len(context.steps)} of {number}.", FinishReason.STEP
+        return f"So the answer is \\boxed{{{number}}}.", FinishReason.EOS
+
+    def generate_step(self, context: StepContext, params: StepParams) -> StepOutput:
+        with self.lock:
+            self.log.append((context.question, len(context.steps)))
+        return super().generate_step(context, params)
+
+
+def test_lockstep_advances_each_wave_one_step_at_a_time() -> None:
+    draft = Logged()
+    results = solve_many(engine(draft), QUESTIONS, concurrency=3, schedule="lockstep")
+    assert [r.trace.answer for r in results if r.trace] == ["3", "14", "15", "92", "65", "35"]
+    waves = [QUESTIONS[:3], QUESTIONS[3:]]
+    order = [(waves[0] if q in waves[0] else waves[1], q, k) for q, k in draft.log]
+    # every call of the first wave comes before any of the second
+    assert [w is waves[0] for w, _, _ in order] == sorted((w is waves[0] for w, _, _ in order), reverse=True)
+    for wave in waves:
+        steps = [k for w, _, k in order if w is wave]
+        assert steps == sorted(steps)  # no problem starts step k+1 before all of the wave did step k
+        # and a problem that finished early does not hold the others up: each step is asked of exactly
+        # the problems that still had it
+        for k in set(steps):
+            wanted = {q for q in wave if int(q.split()[-1].rstrip("?")) % 3 >= k}
+            assert {q for w, q, s in order if w is wave and s == k} == wanted
+
+
+def test_lockstep_survives_a_failing_problem() -> None:
+    questions = ["What is the number 3?", "A bad question 4?", "What is the number 5?"]
+    results = solve_many(
+        engine(Failing("draft", answer_script)), questions, concurrency=3, schedule="lockstep"
+    )
+    assert [r.ok for r in results] == [True, False, True]
+
+
+def test_unknown_schedule_is_a_config_error() -> None:
+    with pytest.raises(ConfigError, match="schedule"):
+        solve_many(engine(ScriptedGenerator("draft", answer_script)), QUESTIONS, schedule="waves")  # type: ignore[arg-type]

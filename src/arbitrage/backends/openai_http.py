@@ -500,7 +500,9 @@ class OpenAIGenerator:
         }  # fmt: skip
         if self._verify_mode in (None, "prompt_logprobs"):
             try:
-                extra = {**self.spec.extra_body, "prompt_logprobs": 1}
+                # return_token_ids: vLLM then names the prompt's and the generated token's ids, so the
+                # greedy token after the step is an id like the prompt's (not a hash of its text)
+                extra = {**self.spec.extra_body, "prompt_logprobs": 1, "return_token_ids": True}
                 response = self._client.completions.create(**request, extra_body=extra)
             except Exception as exc:
                 if not _refuses(exc, (400, 422), ("logprob",)):
@@ -520,6 +522,9 @@ class OpenAIGenerator:
                     generated = []
                     if choice.logprobs is not None:
                         generated = from_echo(choice.logprobs, choice.text or "", 0)[2]
+                    ids = getattr(choice, "token_ids", None)
+                    if generated and ids:
+                        generated[0] = dataclasses.replace(generated[0], token=int(ids[0]))
                     return self._view(tokens, rows, generated, choice.finish_reason, response.usage)
             self._verify_mode = "echo"
         try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -46,3 +47,26 @@ def fetch_models(
     for name in wanted:
         path = fetch_with_progress(store, name, force=force)
         typer.echo(f"{name}: {path}")
+
+
+@models_app.command("export-hf")
+def export_hf_model(
+    model: Annotated[str, typer.Argument(help="A named model (fetched first if missing) or a .gguf file.")],
+    folder: Annotated[Path, typer.Argument(help="The Hugging Face model folder to write.")],
+    dtype: Annotated[str, typer.Option(help="Weight dtype: bfloat16, float16 or float32.")] = "bfloat16",
+    force: Annotated[bool, typer.Option(help="Replace FOLDER even if it holds something else.")] = False,
+) -> None:
+    """Write a model as a Hugging Face folder (de-quantized) for vLLM, SGLang or the `hf:` backend."""
+    from arbitrage.cli.progress import fetch_with_progress
+    from arbitrage.models.export import export_hf
+    from arbitrage.models.store import ModelStore, resolve_model_path
+
+    store = ModelStore()
+    if model in store.models and not store.status(store.named(model)).verified:
+        fetch_with_progress(store, model)
+    gguf = resolve_model_path(model, store, fetch=False)
+    result = export_hf(gguf, folder, dtype=dtype, force=force)
+    verb = "kept (already an export of it)" if result.reused else f"written in {result.seconds:.0f} s"
+    typer.echo(
+        f"{result.folder}: {result.source.name} as {result.dtype}, {result.bytes / 1e6:,.0f} MB, {verb}"
+    )
