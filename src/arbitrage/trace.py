@@ -13,6 +13,10 @@ from typing import Any, Literal
 from arbitrage.backends.base import FinishReason, StepOutput, Verification
 
 Role = Literal["draft", "target"]
+# where in a step a policy decided (see the engine's vocabulary): before the draft wrote anything, after
+# the draft's first tokens (a probe), or on the draft's whole step
+DecisionPoint = Literal["before_draft", "probe", "step"]
+DECISION_POINTS: tuple[DecisionPoint, ...] = ("before_draft", "probe", "step")
 
 
 @dataclass(frozen=True, slots=True)
@@ -34,6 +38,7 @@ class Decision:
     # stored seconds of PRM calls replayed from a score cache (arbitrage.prm.cache): not spent now, but
     # added to the step's policy_seconds so latencies stay sums of measured costs
     replayed_seconds: float = 0.0
+    point: DecisionPoint = "step"  # where in the step it was taken (the engine asks at each point)
 
     @property
     def advantage(self) -> float | None:
@@ -52,6 +57,27 @@ class Decision:
 
 
 @dataclass(frozen=True, slots=True)
+class Probe:
+    """The draft's first tokens of a step, written so that a policy could decide early (a *probe*).
+
+    Read by the trace (``StepRecord.probe``) and the evaluation records (probes and early escalations).
+    """
+
+    tokens: int  # m: the draft tokens the policy asked for before deciding
+    output: StepOutput  # what the draft wrote: its first ≤ m tokens (its whole step if it ended sooner)
+    whole_step: bool  # the step ended within the probe (separator, end of answer, or the per-step cap)
+    verification: Verification | None = None  # the target's view of those tokens, when the policy asked
+
+    @property
+    def agreed(self) -> int | None:
+        """Probe tokens the target agrees with before its first disagreement (None: not verified)."""
+        v = self.verification
+        if v is None:
+            return None
+        return v.n if v.first_divergence is None else min(v.first_divergence, v.n)
+
+
+@dataclass(frozen=True, slots=True)
 class StepRecord:
     """One accepted step of a solution and how it came to be."""
 
@@ -60,15 +86,27 @@ class StepRecord:
     role: Role  # which model's text was kept
     model: str  # name of that model
     finish_reason: FinishReason  # why the kept step ended
-    draft: StepOutput | None  # the draft's proposal (None only when the policy skips the draft)
+    # the draft's proposal: its whole step, or its probe when the policy escalated at the probe; None
+    # when the target wrote the step without a draft step (target-only, or escalated before the draft)
+    draft: StepOutput | None
     target: StepOutput | None  # the target's step, when the policy escalated or asked for it
-    decision: Decision
+    decision: Decision  # the decision that settled the step (its ``point`` says where it was taken)
     policy_seconds: float  # wall seconds inside the policy (PRM / router), target generation excluded
     extra_target_samples: int = 0  # additional target samples the policy drew (e.g. oracle k > 1)
     diagnostic_seconds: float = 0.0  # policy time spent on diagnostics only (not in policy_seconds)
     # the target's verification of the draft step, when the policy asked for it or the engine verified
-    # before escalating (keep_prefix="always"); its cost is in the target's usage
+    # before escalating (keep_prefix="always"); its cost is in the target's usage. For a step escalated
+    # at a probe: the verification of the probe
     verification: Verification | None = None
+    probe: Probe | None = None  # the draft's first tokens, when the policy decided after them
+    # decisions taken at earlier points of this step that let it go on (before the draft wrote, at the
+    # probe), in order; ``decision`` is the last one
+    early: tuple[Decision, ...] = ()
+
+    @property
+    def decisions(self) -> tuple[Decision, ...]:
+        """Every decision taken for this step, in order (the earlier points, then ``decision``)."""
+        return (*self.early, self.decision)
 
     @property
     def kept(self) -> StepOutput:
@@ -287,10 +325,29 @@ def _output_dict(output: StepOutput | None) -> dict[str, Any] | None:
     return data
 
 
+def _decision_dict(decision: Decision) -> dict[str, Any]:
+    data = dataclasses.asdict(decision)
+    data["advantage"] = decision.advantage
+    data["wasted"] = decision.wasted
+    return data
+
+
+def _probe_dict(probe: Probe | None) -> dict[str, Any] | None:
+    if probe is None:
+        return None
+    return {
+        "tokens": probe.tokens,
+        "written": probe.output.tokens,
+        "text": probe.output.text,
+        "whole_step": probe.whole_step,
+        "agreed": probe.agreed,
+        "seconds": probe.output.seconds,
+        "verification": verification_summary(probe.verification),
+    }
+
+
 def _step_dict(step: StepRecord) -> dict[str, Any]:
-    decision = dataclasses.asdict(step.decision)
-    decision["advantage"] = step.decision.advantage
-    decision["wasted"] = step.decision.wasted
+    decision = _decision_dict(step.decision)
     return {
         "index": step.index,
         "role": step.role,
@@ -307,6 +364,9 @@ def _step_dict(step: StepRecord) -> dict[str, Any]:
         "target": _output_dict(step.target),
         "kept_tokens": step.kept_tokens,
         "verification": verification_summary(step.verification),
+        "decision_point": step.decision.point,
+        "early_decisions": [_decision_dict(d) for d in step.early],
+        "probe": _probe_dict(step.probe),
     }
 
 

@@ -132,7 +132,7 @@ def test_cli_flags_reach_the_options_and_are_named_as_flags() -> None:
     assert (name, options) == ("verify", VerifyOptions(score="target_nll", threshold=2.0))
     with pytest.raises(ConfigError, match=r"either --threshold or --target-rate"):
         policy_choice("verify", threshold=1.0, target_rate=0.3)
-    with pytest.raises(ConfigError, match=r"--score applies to --policy verify only"):
+    with pytest.raises(ConfigError, match=r"--score applies to --policy verify, early only"):
         policy_choice("random", p=0.5, score="gsi")
     assert policy_choice("rsd", threshold=None)[1].threshold == 0.7  # rsd's default when not given
 

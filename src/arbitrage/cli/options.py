@@ -45,7 +45,7 @@ Draft = Annotated[str, typer.Option(help="Draft model: a named model, a .gguf pa
 Target = Annotated[str, typer.Option(help="Target model (same forms as --draft).")]
 PolicyName = Annotated[
     str,
-    typer.Option(help="Routing policy: auto, draft, target, random, rsd, oracle, router or verify."),
+    typer.Option(help="Routing policy: auto, draft, target, random, rsd, oracle, router, verify or early."),
 ]
 Quality = Annotated[
     float | None,
@@ -111,22 +111,23 @@ Tau = Annotated[
 TargetRate = Annotated[
     float | None,
     typer.Option(
-        help="router, verify: pick τ from the router's table (verify: the calibration table) so about "
-        "this share of steps go to the target."
+        help="router, verify, early: pick τ from the router's table (verify, early: the calibration table) "
+        "so about this share of steps go to the target."
     ),
 ]
 Score = Annotated[
     str | None,
     typer.Option(
-        help="verify: verification score, escalate iff it exceeds --threshold: target_nll (default), "
-        "gsi, target_min_nll, disagree, divergence."
+        help="verify, early: the score, escalate iff it exceeds --threshold. verify: target_nll (default), "
+        "gsi, target_min_nll, disagree, divergence; early: the draft's confidence, draft_entropy "
+        "(default), draft_nll, draft_max_nll, or one of verify's on the probe's tokens."
     ),
 ]
 Calibration = Annotated[
     Path | None,
     typer.Option(
-        help="verify: calibration table for --target-rate (from `arbitrage calibrate-verify`; "
-        "default: the installed one)."
+        help="verify, early: calibration table for --target-rate (verify: from `arbitrage "
+        "calibrate-verify`; default: the installed one)."
     ),
 ]
 KeepPrefix = Annotated[
@@ -146,12 +147,19 @@ Prm = Annotated[
 Threshold = Annotated[
     float | None,
     typer.Option(
-        help="rsd: accept a draft step iff its reward >= this (default 0.7); verify: escalate iff the "
-        "verification score > this."
+        help="rsd: accept a draft step iff its reward >= this (default 0.7); verify, early: escalate iff "
+        "the score > this."
     ),
 ]
 TargetSamples = Annotated[
     int, typer.Option(help="oracle: target samples averaged for s_target (extra ones at temperature 0.7).")
+]
+ProbeTokens = Annotated[
+    int | None,
+    typer.Option(
+        help="early: draft tokens of a step the policy decides after (default 1: the draft's first "
+        "token); 0: decide before the draft writes, from its confidence on the last step."
+    ),
 ]
 Diagnose = Annotated[
     bool, typer.Option(help="rsd: also score escalated target steps to count wasted escalations.")
@@ -260,6 +268,7 @@ class Policy:
     target_rate: TargetRate = None
     score: Score = None
     calibration: Calibration = None
+    probe_tokens: ProbeTokens = None
     keep_prefix: KeepPrefix = "verified"
 
     def given(self, seed: int) -> dict[str, Any]:
@@ -267,7 +276,7 @@ class Policy:
         return {"quality": self.quality, "p": self.p, "seed": seed, "path": self.router, "tau": self.tau,
                 "target_rate": self.target_rate, "threshold": self.threshold,
                 "target_samples": self.target_samples, "diagnose": self.diagnose, "score": self.score,
-                "calibration": self.calibration}  # fmt: skip
+                "calibration": self.calibration, "probe_tokens": self.probe_tokens}  # fmt: skip
 
     def choice(self, seed: int) -> tuple[str, Any]:
         """``(policy, its validated options)``, see :func:`policy_choice`."""
@@ -476,4 +485,5 @@ def policy_choice(policy: str, **flags: Any) -> tuple[str, Any]:
 
 def _optional_flag(name: str) -> bool:
     # flags without a default: given means meant
-    return name in ("quality", "path", "tau", "target_rate", "threshold", "score", "calibration")
+    optional = ("quality", "path", "tau", "target_rate", "threshold", "score", "calibration")
+    return name in (*optional, "probe_tokens")

@@ -44,6 +44,8 @@ SPARSE_KEYS = (
     "verify_prefill_tokens",
     "spec_proposed",
     "spec_accepted",
+    "probes",
+    "early_escalations",
 )
 
 
@@ -92,6 +94,9 @@ class ProblemRecord:
     verify_prefill_tokens: int = 0  # tokens they evaluated (context the target had not seen, and the step)
     spec_proposed: int = 0  # tokens the draft proposed inside the target's steps (token-level speculation)
     spec_accepted: int = 0  # of which the target kept (its own greedy choice there)
+    probes: int = 0  # steps whose first draft tokens a policy decided after (early escalation)
+    # escalations decided before the draft's whole step: before it wrote, or at its probe
+    early_escalations: int = 0
     route: str = ""  # one letter per accepted step: "D" draft, "T" target
     solution: str = ""  # the steps joined by the run's separator
 

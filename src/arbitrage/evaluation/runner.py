@@ -37,7 +37,8 @@ def record_for(problem: Problem, trace: SolveTrace | None, error: str | None = N
                              error=error or "unknown error")  # fmt: skip
     verdict = grade(trace.solution, problem.answer)
     draft, target = trace.usage["draft"], trace.usage["target"]
-    outputs = [o for s in trace.steps for o in (s.draft, s.target) if o is not None]
+    probes = [s.probe.output for s in trace.steps if s.probe is not None and s.probe.output is not s.draft]
+    outputs = [o for s in trace.steps for o in (s.draft, s.target) if o is not None] + probes
     replayed = sum(1 for o in outputs if o.extra.get("replayed"))
     prm_calls = sum(int(s.decision.info.get("prm_calls", 0)) for s in trace.steps)
     prm_replayed = sum(int(s.decision.info.get("prm_replayed", 0)) for s in trace.steps)
@@ -79,6 +80,8 @@ def record_for(problem: Problem, trace: SolveTrace | None, error: str | None = N
         verify_prefill_tokens=target.verify_prefill_tokens,
         spec_proposed=target.spec_proposed,
         spec_accepted=target.spec_accepted,
+        probes=sum(1 for s in trace.steps if s.probe is not None),
+        early_escalations=sum(1 for s in trace.steps if s.escalated and s.decision.point != "step"),
         route="".join("T" if s.role == "target" else "D" for s in trace.steps),
         solution=trace.solution,
     )

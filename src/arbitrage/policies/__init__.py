@@ -1,6 +1,6 @@
 """Routing policies, their options, and the registry that builds a policy from its name and options."""
 
-from arbitrage.policies.base import RoutingPolicy, StepView
+from arbitrage.policies.base import ContextView, DraftConfidence, EarlyDecisions, RoutingPolicy, StepView
 from arbitrage.policies.basic import DraftOnlyPolicy, RandomPolicy, TargetOnlyPolicy
 from arbitrage.policies.factory import (
     POLICIES,
@@ -12,6 +12,7 @@ from arbitrage.policies.factory import (
     policy_options,
 )
 from arbitrage.policies.options import (
+    EarlyOptions,
     NoOptions,
     OracleOptions,
     RandomOptions,
@@ -23,7 +24,11 @@ from arbitrage.policies.options import (
 __all__ = [
     "POLICIES",
     "POLICY_NAMES",
+    "ContextView",
+    "DraftConfidence",
     "DraftOnlyPolicy",
+    "EarlyDecisions",
+    "EarlyOptions",
     "NoOptions",
     "OracleOptions",
     "PolicyEntry",

@@ -17,6 +17,7 @@ from arbitrage.policies.base import RoutingPolicy
 from arbitrage.policies.basic import DraftOnlyPolicy, RandomPolicy, TargetOnlyPolicy
 from arbitrage.policies.options import (
     AutoOptions,
+    EarlyOptions,
     NoOptions,
     OracleOptions,
     RandomOptions,
@@ -71,6 +72,12 @@ def _verify(options: VerifyOptions, _: StepScorer | None) -> RoutingPolicy:
     return build_verify_policy(options)
 
 
+def _early(options: EarlyOptions, _: StepScorer | None) -> RoutingPolicy:
+    from arbitrage.policies.early import build_early_policy
+
+    return build_early_policy(options)
+
+
 def _auto(options: AutoOptions, _: StepScorer | None) -> RoutingPolicy:
     from arbitrage.policies.auto import build_auto_policy
 
@@ -86,6 +93,7 @@ POLICIES: dict[str, PolicyEntry] = {
     "oracle": PolicyEntry(OracleOptions, _oracle, needs_scorer=True),
     "router": PolicyEntry(RouterOptions, _router),
     "verify": PolicyEntry(VerifyOptions, _verify),
+    "early": PolicyEntry(EarlyOptions, _early),
 }
 POLICY_NAMES = tuple(POLICIES)
 

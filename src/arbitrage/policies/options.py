@@ -174,6 +174,71 @@ class VerifyOptions:
             )
 
 
+# the early policy's scores read from the draft's side alone (no target call): its confidence on the
+# probe's tokens, or, before the draft writes, on its proposal for the last step (see policies/early.py)
+DRAFT_SCORES = ("draft_nll", "draft_max_nll", "draft_entropy")
+EARLY_SCORES = (*VERIFY_SCORES, *DRAFT_SCORES)
+# the early policy's defaults when neither a threshold nor a rate is given, and its probe: the measured
+# trade-off of benchmarks/early_escalation.py (docs/performance.md, "Early escalation")
+DEFAULT_EARLY_RATE = 0.2
+DEFAULT_PROBE_TOKENS = 1
+DEFAULT_EARLY_SCORE = "draft_entropy"
+
+
+@dataclass(frozen=True, slots=True)
+class EarlyOptions:
+    """``early``: decide before the draft writes a step (``probe_tokens`` 0, from its confidence on the
+    last step) or after its first ``probe_tokens`` tokens (the probe); escalate iff ``score`` > τ. τ is
+    ``threshold``, or read from a calibration table for ``target_rate`` (not both; neither:
+    ``target_rate`` = ``DEFAULT_EARLY_RATE``)."""
+
+    ALTERNATIVES: ClassVar[dict[str, str]] = {"threshold": "target_rate", "target_rate": "threshold"}
+
+    probe_tokens: int = DEFAULT_PROBE_TOKENS  # m: draft tokens written before deciding; 0: before the draft
+    # the probe's score: the draft's own confidence on its tokens (draft_entropy, draft_nll,
+    # draft_max_nll; no target call) or a verification score of them (the target verifies them:
+    # target_min_nll, the first strong disagreement, and the others of the verify policy); probe_tokens 0:
+    # a draft score (of its proposal for the last step)
+    score: str = DEFAULT_EARLY_SCORE
+    threshold: float | None = None  # τ: escalate iff score > τ (the score's own units)
+    target_rate: float | None = None  # or: the share of steps to escalate, in [0, 1] (τ from calibration)
+    calibration: str | None = None  # calibration table (JSON) for target_rate; default: the packaged one
+
+    def __post_init__(self) -> None:
+        if self.probe_tokens < 0:
+            raise PolicyOptionError(
+                f"{{probe_tokens}} must be 0 (before the draft writes) or more, got {self.probe_tokens}",
+                "probe_tokens",
+            )
+        if self.score not in EARLY_SCORES:
+            raise PolicyOptionError(
+                f"Unknown early {{score}} {self.score!r} (known: {', '.join(EARLY_SCORES)})", "score"
+            )
+        if self.probe_tokens == 0 and self.score not in DRAFT_SCORES:
+            raise PolicyOptionError(
+                f"Before the draft writes ({{probe_tokens}} 0) the target has nothing to verify: {{score}} "
+                f"must be one of {', '.join(DRAFT_SCORES)}, got {self.score!r}",
+                "probe_tokens",
+                "score",
+            )
+        if self.threshold is not None and self.target_rate is not None:
+            raise PolicyOptionError(
+                "Give the early policy either {threshold} or {target_rate}, not both",
+                "threshold",
+                "target_rate",
+            )
+        if self.threshold is None and self.target_rate is None:
+            object.__setattr__(self, "target_rate", DEFAULT_EARLY_RATE)
+        if self.threshold is not None and not math.isfinite(self.threshold):
+            raise PolicyOptionError(f"{{threshold}} must be finite, got {self.threshold}", "threshold")
+        if self.target_rate is not None:
+            check_unit("target_rate", self.target_rate)
+        if self.calibration is not None and self.target_rate is None:
+            raise PolicyOptionError(
+                "{calibration} applies with {target_rate} only (τ is given)", "calibration", "target_rate"
+            )
+
+
 def option_types(cls: type[Any]) -> dict[str, Any]:
     """Field name → resolved type of an options dataclass."""
     hints = typing.get_type_hints(cls)
@@ -224,8 +289,14 @@ def _required(f: dataclasses.Field[Any]) -> bool:
 
 
 __all__ = [
+    "DEFAULT_EARLY_RATE",
+    "DEFAULT_EARLY_SCORE",
+    "DEFAULT_PROBE_TOKENS",
     "DEFAULT_VERIFY_RATE",
+    "DRAFT_SCORES",
+    "EARLY_SCORES",
     "VERIFY_SCORES",
+    "EarlyOptions",
     "NoOptions",
     "OracleOptions",
     "RSDOptions",

@@ -156,11 +156,11 @@ def build_calibration(
     table: Calibration = {}
     for name in VERIFY_SCORES:
         values = sorted(verification_score(name, s) for s in stats)
-        table[name] = [(q, _quantile(values, q)) for q in quantiles]
+        table[name] = [(q, quantile(values, q)) for q in quantiles]
     return table
 
 
-def _quantile(ordered: Sequence[float], q: float) -> float:
+def quantile(ordered: Sequence[float], q: float) -> float:
     """Linear-interpolation quantile of sorted values."""
     position = q * (len(ordered) - 1)
     low = math.floor(position)
