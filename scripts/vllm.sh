@@ -23,8 +23,10 @@
 #
 # Settings (environment): VLLM_VERSION (0.32.0), VLLM_DTYPE (bfloat16), VLLM_MAX_MODEL_LEN (4096),
 # VLLM_CPU_KVCACHE_SPACE (GiB of KV cache per server, default 2), VLLM_READY_TIMEOUT (seconds, 600),
-# VLLM_EXTRA_ARGS (more arguments for every server), ARBITRAGE (the arbitrage command; default
-# .venv/bin/arbitrage).
+# VLLM_EXTRA_ARGS (more arguments for every server), VLLM_THREADS (compute threads per server, default
+# all cores: vLLM's CPU backend would otherwise bind one core and keep the rest for its front end; the
+# threads wait passively, OMP_WAIT_POLICY=PASSIVE, so two servers on one machine do not spin against
+# each other), ARBITRAGE (the arbitrage command; default .venv/bin/arbitrage).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -75,6 +77,7 @@ start_one() {  # NAME PORT
   # shellcheck disable=SC2086  # VLLM_EXTRA_ARGS is a list of words
   HF_HUB_OFFLINE=1 TRANSFORMERS_OFFLINE=1 VLLM_CPU_KVCACHE_SPACE=${VLLM_CPU_KVCACHE_SPACE:-2} \
     VLLM_CPU_OMP_THREADS_BIND=${VLLM_CPU_OMP_THREADS_BIND:-nobind} \
+    OMP_NUM_THREADS=${VLLM_THREADS:-$(nproc)} OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-PASSIVE} \
     setsid nohup "$VENV/bin/python" -m vllm.entrypoints.openai.api_server \
       --model "$folder" --served-model-name "$name" --host 127.0.0.1 --port "$port" \
       --dtype "${VLLM_DTYPE:-bfloat16}" --max-model-len "${VLLM_MAX_MODEL_LEN:-4096}" --max-logprobs 20 --enable-prompt-tokens-details \
