@@ -46,7 +46,12 @@ def test_an_export_of_the_same_source_is_kept(tmp_path: Path) -> None:
     out = tmp_path / "out"
     out.mkdir()
     stat = gguf.stat()
-    marker = {"source": str(gguf.resolve()), "size": stat.st_size, "mtime": int(stat.st_mtime), "dtype": "bfloat16"}
+    marker = {
+        "source": str(gguf.resolve()),
+        "size": stat.st_size,
+        "mtime": int(stat.st_mtime),
+        "dtype": "bfloat16",
+    }
     (out / MARKER).write_text(json.dumps(marker))
     (out / "model.safetensors").write_bytes(b"x" * 10)
     result = export_hf(gguf, out)

@@ -127,9 +127,9 @@ def test_head_only_training_on_cached_features(text_rows: list[dict], tmp_path: 
     assert info["train_loss_last"] < info["train_loss_first"]
     assert trained.metrics.roc_auc is not None and trained.metrics.roc_auc > 0.9
     # the backbone's weights are untouched: they equal a fresh load of the same folder
-    from arbitrage.router.lm import _load
+    from arbitrage.router.lm_backbone import load_classifier
 
-    _, fresh = _load(Path(backbone), 2, "cpu")
+    _, fresh = load_classifier(Path(backbone), 2, "cpu")
     block = dict(router.model.named_parameters())
     for name, param in fresh.named_parameters():
         if not name.startswith("score"):
@@ -142,9 +142,9 @@ def test_head_only_training_on_cached_features(text_rows: list[dict], tmp_path: 
 
 
 def test_top_blocks_training_freezes_the_rest(text_rows: list[dict], tmp_path: Path) -> None:
-    from arbitrage.router.lm import _load, freeze_below
+    from arbitrage.router.lm_backbone import freeze_below, load_classifier
 
-    _, model = _load(tiny_backbone(tmp_path / "llama", "llama"), 2, "cpu")
+    _, model = load_classifier(tiny_backbone(tmp_path / "llama", "llama"), 2, "cpu")
     trainable = {n for n, p in model.named_parameters() if p.requires_grad}
     assert len(trainable) == len(list(model.parameters()))
     freeze_below(model, 1)

@@ -21,9 +21,10 @@ from arbitrage.errors import RouterError
 from arbitrage.policies.router import RouterPolicy
 from arbitrage.router.base import RouterExample, VerificationSummary
 from arbitrage.router.data import SCHEMA, StepPair, read_pairs
-from arbitrage.router.evaluate import BASELINES, compare_inputs, comparison_markdown
+from arbitrage.router.evaluate import BASELINES, compare_inputs
 from arbitrage.router.features import TARGET_FEATURES, feature_names
 from arbitrage.router.metrics import router_metrics
+from arbitrage.router.report import comparison_markdown
 from arbitrage.router.train import TrainOptions, train_router
 from tests.router_synth import synthetic_pairs, write_pairs
 

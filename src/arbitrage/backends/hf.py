@@ -1,8 +1,8 @@
 """Generator backend on Hugging Face transformers, in process, on CPU or GPU.
 
 Spec: ``hf:PATH?option=value&...`` where ``PATH`` is a local model folder (``config.json``, weights,
-tokenizer). Nothing is ever downloaded: loading passes ``local_files_only=True``, and a path that is not
-a folder is an error, not a hub id. Options:
+tokenizer). Nothing is ever downloaded: loading (``backends/hf_load.py``) passes ``local_files_only=True``,
+and a path that is not a folder is an error, not a hub id. Options:
 
 - ``device``: ``auto`` (default: cuda, else mps, else cpu), ``cpu``, ``cuda``, ``cuda:1``, ``mps``.
 - ``dtype``: ``auto`` (default: float32 on CPU, the checkpoint's dtype on a GPU), ``float32``,
@@ -45,30 +45,16 @@ from typing import Any
 import numpy as np
 
 from arbitrage.backends.base import FinishReason, StepContext, StepOutput, StepParams, Verification
+from arbitrage.backends.hf_load import DTYPES, load_causal_lm
 from arbitrage.backends.spec_options import SpecOptions
 from arbitrage.backends.stepping import DecodedStep, choose_token, decode_step
 from arbitrage.backends.templates import PromptTemplate
-from arbitrage.errors import BackendError, ConfigError, ModelFileError, ModelNotFoundError
+from arbitrage.errors import BackendError, ConfigError
 from arbitrage.prompts import PromptStyle, solution_text
 
 logger = logging.getLogger(__name__)
 
 OPTION_NAMES = ("device", "dtype", "template", "n_ctx", "name")
-DTYPES = ("auto", "float32", "float16", "bfloat16")
-
-
-def pick_device(device: str) -> str:
-    """Resolve ``auto`` to the best available device; check that a named one exists."""
-    import torch
-
-    if device == "auto":
-        if torch.cuda.is_available():
-            return "cuda"
-        mps = getattr(torch.backends, "mps", None)
-        return "mps" if mps is not None and mps.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={device}: this torch build sees no CUDA GPU (use device=cpu)")
-    return device
 
 
 class HFGenerator:
@@ -86,37 +72,13 @@ class HFGenerator:
         prompt_style: PromptStyle | None = None,
         seed: int = 0,
     ) -> None:
-        import torch
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
-        folder = Path(path).expanduser()
-        if not folder.is_dir():
-            raise ModelNotFoundError(
-                f"Hugging Face model folder not found: {folder} (hf: takes a local folder with "
-                "config.json; arbitrage never downloads from the hub)"
-            )
-        if not (folder / "config.json").is_file():
-            raise ModelFileError(f"{folder} has no config.json: not a Hugging Face model folder")
-        if dtype not in DTYPES:
-            raise ConfigError(f"dtype={dtype!r}: use one of {', '.join(DTYPES)}")
-        self.name = name or folder.name
-        self.path = folder
-        self.device = pick_device(device)
+        loaded = load_causal_lm(path, device, dtype)
+        self.name = name or loaded.folder.name
+        self.path = loaded.folder
+        self.device = loaded.device
         self.prompt_style = prompt_style or PromptStyle()
-        torch_dtype: Any = (
-            (torch.float32 if self.device == "cpu" else "auto") if dtype == "auto" else getattr(torch, dtype)
-        )
-        try:
-            self.tokenizer: Any = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-            model: Any = AutoModelForCausalLM.from_pretrained(
-                folder, local_files_only=True, **_dtype_kwarg(torch_dtype)
-            )
-        except (OSError, ValueError, KeyError) as exc:
-            raise ModelFileError(f"transformers could not load {folder}: {exc}") from exc
-        move: Any = model.to
-        move(self.device)
-        model.eval()
-        self.model: Any = model
+        self.tokenizer: Any = loaded.tokenizer
+        self.model: Any = loaded.model
         self.n_ctx = n_ctx or int(getattr(self.model.config, "max_position_embeddings", 0) or 4096)
         if self.n_ctx <= 0:
             raise ConfigError(f"n_ctx must be positive, got {self.n_ctx}")
@@ -502,15 +464,6 @@ def _pick(logits: Any, params: StepParams, rng: np.random.Generator) -> tuple[in
     else:
         token = choose_token(logprobs.cpu().numpy().astype(np.float64), params, rng)
     return token, float(logprobs[token]), float(-(logprobs.exp() * logprobs).sum())
-
-
-def _dtype_kwarg(dtype: Any) -> dict[str, Any]:
-    """``dtype=`` on transformers >= 4.56, ``torch_dtype=`` before."""
-    import transformers
-    from packaging.version import Version
-
-    key = "dtype" if Version(transformers.__version__) >= Version("4.56") else "torch_dtype"
-    return {key: dtype}
 
 
 def load_hf(rest: str, prompt_style: PromptStyle, seed: int) -> HFGenerator:

@@ -4,15 +4,17 @@ One :class:`LlamaCppGenerator` owns one ``Llama`` object and therefore one KV ca
 (draft, target, judge), since an unrelated prompt evicts the cached prefix.
 
 Per step call:
-1. Render the question with the model's chat template (GGUF metadata, or an explicit fallback format)
-   and append the shared solution text; tokenise prompt and solution separately (stable prefixes).
+1. Render the question with the model's chat template (GGUF metadata, or an explicit fallback format;
+   ``backends/llamacpp_prompt.py``) and append the shared solution text; tokenise prompt and solution
+   separately (stable prefixes).
 2. Find the longest prefix shared with the tokens already in the KV cache that is *canonical* (its
    numbers equal a fresh evaluation's: ``backends/llamacpp_eval.py``); evaluate only the rest
    (``prefill_tokens``). At least one token is always evaluated to refresh the logits.
 3. Decode token by token: read the last position's logits (no ``logits_all``), log-softmax them in numpy
    for the chosen token's logprob and the entropy, pick greedily or sample, stop on an end-of-generation
    token, on the separator appearing in the decoded text (also when one token straddles it), or on the
-   per-step token cap.
+   per-step token cap. Each chosen token is fed back to the cache by ``backends/llamacpp_feed.py``
+   (with token-level speculation for greedy steps when a proposer is attached).
 
 Verification (:meth:`LlamaCppGenerator.verify_step`) evaluates another model's step in one batch that
 asks llama.cpp for the logits of the step's positions only; :meth:`~LlamaCppGenerator.continue_step`
@@ -36,8 +38,10 @@ import numpy as np
 
 from arbitrage.backends.base import FinishReason, StepContext, StepOutput, StepParams, Verification
 from arbitrage.backends.llamacpp_eval import KVEvaluator, probe_batch_invariance
+from arbitrage.backends.llamacpp_feed import SpeculativeFeed
 from arbitrage.backends.llamacpp_probe import extra_bufts_allowed
-from arbitrage.backends.speculation import Speculation, SpeculationStats
+from arbitrage.backends.llamacpp_prompt import ChatPrompts
+from arbitrage.backends.speculation import Speculation
 from arbitrage.backends.stepping import choose_token, decode_step, entropy, log_softmax, row_summaries
 from arbitrage.errors import BackendError, ConfigError, ModelFileError
 from arbitrage.models.store import check_gguf_file
@@ -147,22 +151,14 @@ class LlamaCppGenerator:
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()  # one KV cache: calls on this model are serialised
-        self._chat_format = chat_format
-        self._formatter = self._make_formatter()
-        self._prompt_cache: dict[str, list[int]] = {}
+        self.prompts = ChatPrompts(self.llm, self.name, self.prompt_style, chat_format)
         self._closed = False
         self.determinism = self._pick_determinism(determinism or settings.llama_determinism)
         self.verify = verify or settings.llama_verify  # see ARBITRAGE_LLAMA_VERIFY
         if self.verify not in ("batched", "sequential"):
             raise ConfigError(f"verify must be batched or sequential, got {self.verify!r}")
         self._logits = np.zeros(self.n_vocab, dtype=np.float32)  # next-token logits after the cache
-        # token-level speculation (speculate_with): the proposer, and the current call's state
-        self._speculation: Speculation | None = None
-        self._speculating = False  # this call decodes greedily with speculation
-        self._ahead: list[tuple[int, np.ndarray]] = []  # proposed tokens in the cache, logits after each
-        self._round: tuple[int, float, float] = (0, 0.0, 0.0)  # open round: k, proposer s, verify s
-        self._round_accepted = 0
-        self._call_stats = SpeculationStats()
+        self._feeder = SpeculativeFeed(self._kv, self.n_ctx)  # token-level speculation (speculate_with)
 
     def _pick_determinism(self, mode: str) -> str:
         """Resolve ``auto`` by probing the build (see ``backends/llamacpp_eval.py``); set up evaluation."""
@@ -182,55 +178,12 @@ class LlamaCppGenerator:
 
     # -- prompt construction -------------------------------------------------------------------------
 
-    def _token_text(self, token: int) -> str:
-        if token < 0:
-            return ""
-        return self.llm.detokenize([token], special=True).decode("utf-8", errors="ignore")
-
-    def _make_formatter(self) -> Any:
-        if self._chat_format is not None:
-            return None
-        template = self.llm.metadata.get("tokenizer.chat_template")
-        if not template:
-            logger.warning(
-                "%s has no chat template in its GGUF; using a plain Question/Answer format", self.name
-            )
-            self._chat_format = "plain"
-            return None
-        from llama_cpp.llama_chat_format import Jinja2ChatFormatter
-
-        return Jinja2ChatFormatter(
-            template=template,
-            eos_token=self._token_text(self.llm.token_eos()),
-            bos_token=self._token_text(self.llm.token_bos()),
-            add_generation_prompt=True,
-        )
-
     def render_prompt(self, question: str) -> str:
         """The model's own chat-formatted prompt for ``question``, ending where the answer begins."""
-        if self._formatter is not None:
-            try:
-                return str(self._formatter(messages=self.prompt_style.messages(question)).prompt)
-            except Exception as exc:  # a template that rejects a system role, or other Jinja errors
-                logger.warning(
-                    "chat template of %s failed (%s); folding the system text into the user turn",
-                    self.name,
-                    exc,
-                )
-                messages = [{"role": "user", "content": self.prompt_style.single_turn(question)}]
-                return str(self._formatter(messages=messages).prompt)
-        prefix, suffix = FALLBACK_FORMATS[self._chat_format or "plain"]
-        return prefix + self.prompt_style.single_turn(question) + suffix
+        return self.prompts.render(question)
 
     def _prompt_tokens(self, question: str) -> list[int]:
-        cached = self._prompt_cache.get(question)
-        if cached is None:
-            prompt = self.render_prompt(question)
-            bos = self._token_text(self.llm.token_bos())
-            add_bos = not (bos and prompt.startswith(bos))
-            cached = self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True)
-            self._prompt_cache = {question: cached}  # one question at a time is the common case
-        return cached
+        return self.prompts.tokens(question)
 
     def context_tokens(self, context: StepContext, separator: str) -> list[int]:
         """Token ids of the full context: chat prompt, then the shared solution text."""
@@ -241,6 +194,11 @@ class LlamaCppGenerator:
         return tokens
 
     # -- evaluation ----------------------------------------------------------------------------------
+
+    def _feed(self, token: int) -> None:
+        """Decode mode: evaluate one generated token; its logits become the next-token logits (with
+        token-level speculation for greedy calls, see ``backends/llamacpp_feed.py``)."""
+        self._logits = self._feeder.feed(token)
 
     def _prefill(self, tokens: list[int]) -> int:
         """Bring the KV cache to ``tokens`` (canonically, reusing what it can); return tokens evaluated.
@@ -255,75 +213,6 @@ class LlamaCppGenerator:
         start = self._kv.reusable(tokens)
         self._logits = self._kv.evaluate(tokens, start, [len(tokens) - 1])[0]
         return len(tokens) - start
-
-    def _feed(self, token: int) -> None:
-        """Decode mode: evaluate one generated token; its logits become the next-token logits.
-
-        With speculation (greedy calls), a token the proposer proposed and the cache already holds costs
-        nothing; otherwise the proposer drafts ``k`` tokens after it and all ``k + 1`` are evaluated in
-        one batch, their logits kept for the next choices (see ``backends/speculation.py``).
-        """
-        spec = self._speculation
-        if spec is None or not self._speculating:
-            self._logits = self._kv.feed(token)
-            return
-        if self._ahead:
-            if self._ahead[0][0] == token:  # the proposal is the model's own choice: keep it
-                self._logits = self._ahead.pop(0)[1]
-                self._round_accepted += 1
-                if not self._ahead:
-                    self._close_round()
-                return
-            self._kv.truncate(self._kv.n_tokens - len(self._ahead))  # drop the rejected proposals
-            self._ahead.clear()
-            self._close_round()
-        k = min(spec.controller.next_k(), self.n_ctx - self._kv.n_tokens - 2)
-        t0 = time.perf_counter()
-        if k <= 0:
-            self._logits = self._kv.feed(token)
-            spec.controller.observe_plain(time.perf_counter() - t0)
-            self._call_stats.observe_plain()
-            return
-        context = [*map(int, self.llm.input_ids[: self._kv.n_tokens]), token]
-        proposals = spec.proposer.propose(context, k)[:k]
-        t1 = time.perf_counter()
-        start = len(context) - 1
-        full = context + proposals
-        rows = self._kv.evaluate(full, start, list(range(start, len(full))))
-        self._logits = rows[0]
-        self._ahead = list(zip(proposals, rows[1:], strict=True))
-        self._round = (len(proposals), t1 - t0, time.perf_counter() - t1)
-        self._round_accepted = 0
-        if not proposals:
-            self._close_round()
-
-    def _close_round(self) -> None:
-        """Account for the open speculation round (its proposals kept or dropped by now)."""
-        k, proposer_seconds, verify_seconds = self._round
-        if self._speculation is not None and (k or verify_seconds):
-            self._speculation.controller.observe_round(
-                k, self._round_accepted, proposer_seconds, verify_seconds
-            )
-            self._call_stats.observe_round(k, self._round_accepted, proposer_seconds, verify_seconds)
-        self._round = (0, 0.0, 0.0)
-        self._round_accepted = 0
-
-    def _begin_decode(self, params: StepParams) -> None:
-        """Start a decoding call: speculate only for greedy steps (it is lossless only there)."""
-        self._ahead.clear()
-        self._round = (0, 0.0, 0.0)
-        self._speculating = self._speculation is not None and params.temperature == 0
-        self._call_stats = SpeculationStats()
-
-    def _end_decode(self, extra: dict[str, object]) -> dict[str, object]:
-        """Finish a decoding call: close an open round and report it in the step's ``extra``."""
-        if self._ahead or self._round[0]:
-            self._close_round()
-        self._ahead.clear()
-        if self._speculating:
-            extra["speculation"] = self._call_stats.to_dict()
-        self._speculating = False
-        return extra
 
     # -- token-level speculation ---------------------------------------------------------------------
 
@@ -370,11 +259,11 @@ class LlamaCppGenerator:
                 raise ConfigError(
                     f"{proposer.name} cannot propose tokens for {self.name}: their vocabularies differ"
                 )
-        self._speculation = speculation
+        self._feeder.speculation = speculation
 
     @property
     def speculation(self) -> Speculation | None:
-        return self._speculation
+        return self._feeder.speculation
 
     def _last_logits(self) -> np.ndarray:
         return self._logits
@@ -396,9 +285,7 @@ class LlamaCppGenerator:
 
     def tokenize_prompt(self, prompt: str) -> list[int]:
         """Tokens of a chat-formatted prompt, special tokens parsed, BOS added as the model wants it."""
-        bos = self._token_text(self.llm.token_bos())
-        add_bos = not (bos and prompt.startswith(bos))
-        return list(self.llm.tokenize(prompt.encode("utf-8"), add_bos=add_bos, special=True))
+        return self.prompts.tokenize(prompt)
 
     def detokenize(self, tokens: list[int]) -> str:
         return self.llm.detokenize(tokens).decode("utf-8", errors="ignore")
@@ -423,7 +310,7 @@ class LlamaCppGenerator:
         t0 = time.perf_counter()
         prefill = self._prefill(tokens)
         t1 = time.perf_counter()
-        self._begin_decode(params)
+        self._feeder.begin(params)
 
         # 2. decode until EOS, separator or the cap
         def next_token() -> tuple[int, float, float]:
@@ -439,7 +326,7 @@ class LlamaCppGenerator:
             detokenize=lambda generated: self._decode(generated, tokens),
             feed=self._feed,
         )
-        extra = self._end_decode({"token_ids": list(step.token_ids)})
+        extra = self._feeder.end({"token_ids": list(step.token_ids)})
         t2 = time.perf_counter()
         return step.output(
             self.name,
@@ -540,7 +427,7 @@ class LlamaCppGenerator:
                 divergent = []
             forced = [(v.tokens[i], v.token_logprobs[i], v.entropies[i]) for i in range(kept)]
             t1 = time.perf_counter()
-            self._begin_decode(params)
+            self._feeder.begin(params)
 
             def next_token() -> tuple[int, float, float]:
                 if divergent:  # the model's choice at the divergence was read by the verification
@@ -558,7 +445,7 @@ class LlamaCppGenerator:
                 feed=self._feed,
                 forced=forced,
             )
-            extra = self._end_decode({"token_ids": list(step.token_ids), "kept_tokens": step.kept})
+            extra = self._feeder.end({"token_ids": list(step.token_ids), "kept_tokens": step.kept})
             t2 = time.perf_counter()
             return step.output(
                 self.name,

@@ -62,124 +62,25 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
-import os
 import time
-from dataclasses import dataclass, field
-from typing import Any
 
 from arbitrage.backends.base import FinishReason, StepContext, StepOutput, StepParams, Verification
-from arbitrage.backends.http_retry import (
-    IncompleteResponse,
-    RetryPolicy,
-    call_with_retries,
-    describe_error,
-    status_code,
-)
-from arbitrage.backends.prompt_logprobs import (
-    END_TOKEN,
-    PromptToken,
-    PromptTokens,
-    PromptView,
-    from_echo,
-    from_prompt_logprobs,
-    lines_up,
-    span_tokens,
-    verified_start,
-)
-from arbitrage.backends.spec_options import SpecOptions
-from arbitrage.backends.stepping import find_step_end
+from arbitrage.backends.http_retry import call_with_retries, describe_error, status_code
+from arbitrage.backends.openai_spec import OPTION_NAMES, OpenAISpec, resolve_api_key
+from arbitrage.backends.openai_stream import StepStreaming, StreamedStep
+from arbitrage.backends.openai_verify import PromptViews
+from arbitrage.backends.prompt_logprobs import END_TOKEN, PromptView, span_tokens, verified_start
 from arbitrage.backends.templates import PromptTemplate
 from arbitrage.errors import BackendError, ConfigError
 from arbitrage.prompts import PromptStyle, solution_text
 from arbitrage.settings import Settings, load_settings
 
+__all__ = ["OPTION_NAMES", "OpenAIGenerator", "OpenAISpec", "load_openai", "resolve_api_key"]
+
 logger = logging.getLogger(__name__)
 
-OPTION_NAMES = (
-    "template", "timeout", "connect_timeout", "retries", "backoff", "max_backoff", "logprobs",
-    "api_key_env", "check", "name", "x_FIELD",
-)  # fmt: skip
-_FEATURE_WORDS = {"logprobs": ("logprob", "logits_all"), "usage": ("stream_options", "continuous_usage")}
 
-
-@dataclass(frozen=True, slots=True)
-class OpenAISpec:
-    """A parsed ``openai:`` spec."""
-
-    base_url: str  # API root, e.g. http://127.0.0.1:8000/v1
-    model: str | None  # served model name; None = the server's only model
-    template: str = "chatml"
-    timeout: float = 120.0  # read timeout (seconds between streamed chunks)
-    connect_timeout: float = 5.0
-    retry: RetryPolicy = field(default_factory=RetryPolicy)
-    logprobs: str = "auto"  # auto | on | off
-    api_key_env: str | None = None
-    check: bool = True
-    name: str | None = None
-    extra_body: dict[str, object] = field(default_factory=dict)  # x_FIELD options
-
-    @classmethod
-    def parse(cls, rest: str) -> OpenAISpec:
-        """Parse what follows ``openai:`` (the URL contains ``:``; the model follows the first ``#``)."""
-        spec = f"openai:{rest}"
-        url, hash_mark, fragment = rest.strip().partition("#")
-        model, _, option_text = fragment.partition("?")
-        url = url.rstrip("/")
-        if not url.startswith(("http://", "https://")) or len(url.split("://", 1)[1]) == 0:
-            raise ConfigError(
-                f"Model spec {spec!r} needs an http(s) base URL, e.g. openai:http://127.0.0.1:8000/v1#MODEL"
-            )
-        if hash_mark and not model.strip() and not option_text:
-            raise ConfigError(f"Model spec {spec!r} has an empty model name after '#'")
-        opts = SpecOptions.parse(spec, option_text)
-        parsed = cls(
-            base_url=url,
-            model=model.strip() or None,
-            template=opts.text("template", "chatml"),
-            timeout=opts.number("timeout", 120.0, minimum=0.001),
-            connect_timeout=opts.number("connect_timeout", 5.0, minimum=0.001),
-            retry=RetryPolicy(
-                retries=opts.integer("retries", 3, minimum=0),
-                backoff=opts.number("backoff", 0.5, minimum=0),
-                max_backoff=opts.number("max_backoff", 8.0, minimum=0),
-            ),
-            logprobs=opts.choice("logprobs", "auto", ("auto", "on", "off")),
-            api_key_env=opts.optional_text("api_key_env"),
-            check=opts.flag("check", True),
-            name=opts.optional_text("name"),
-            extra_body=opts.prefixed("x_"),
-        )
-        opts.finish(OPTION_NAMES)
-        return parsed
-
-
-def resolve_api_key(spec: OpenAISpec, settings: Settings) -> str:
-    """The key to send: the spec's variable, ARBITRAGE_OPENAI_API_KEY, OPENAI_API_KEY, or "EMPTY"."""
-    if spec.api_key_env:
-        value = os.environ.get(spec.api_key_env)
-        if not value:
-            raise ConfigError(f"api_key_env={spec.api_key_env}: that environment variable is not set")
-        return value
-    if settings.openai_api_key is not None:
-        return settings.openai_api_key.get_secret_value()
-    return os.environ.get("OPENAI_API_KEY") or "EMPTY"
-
-
-@dataclass(slots=True)
-class _Stream:
-    """What one streamed completion produced (internal)."""
-
-    text: str = ""
-    finish: FinishReason = FinishReason.LENGTH
-    server_finish: str | None = None
-    tokens: list[tuple[str, float]] = field(default_factory=list)  # (token text, logprob)
-    chunks: int = 0
-    usage: Any = None
-    first_token_at: float | None = None
-    prefix: str = ""  # text already kept before the streamed text (prefix keeping); ends no step
-
-
-class OpenAIGenerator:
+class OpenAIGenerator(StepStreaming, PromptViews):
     """A model behind an OpenAI-compatible server, writing one step per streamed completion request.
 
     Thread-safe: concurrent problems may share one instance (one HTTP connection pool).
@@ -326,7 +227,7 @@ class OpenAIGenerator:
         started = time.perf_counter()
         attempt_start = [started]
 
-        def attempt() -> _Stream:
+        def attempt() -> StreamedStep:
             attempt_start[0] = time.perf_counter()
             return self._stream_with_fallbacks(prompt, budget, prefix=prefix)
 
@@ -341,238 +242,7 @@ class OpenAIGenerator:
         first = result.first_token_at if result.first_token_at is not None else end
         return self._output(result, params, t0, first, end, attempts, t0 - started, kept_tokens)
 
-    def _stream_with_fallbacks(self, prompt: str, params: StepParams, prefix: str = "") -> _Stream:
-        """One attempt; drop an optional feature the server rejects (logprobs, usage) and ask again."""
-        while True:
-            try:
-                return self._stream(prompt, params, prefix)
-            except Exception as exc:
-                feature = self._rejected_feature(exc)
-                if feature is None:
-                    raise
-                logger.warning("%s rejects %s (%s); asking without", self.base_url, feature, exc)
-                self._features[feature] = False
-
-    def _rejected_feature(self, exc: BaseException) -> str | None:
-        code = status_code(exc)
-        if code is None or code in (401, 403, 404, 429):
-            return None
-        message = str(getattr(exc, "message", "") or exc).lower() + str(getattr(exc, "body", "")).lower()
-        for feature, words in _FEATURE_WORDS.items():
-            optional = feature != "logprobs" or self.spec.logprobs == "auto"
-            if self._features[feature] and optional and any(w in message for w in words):
-                return feature
-        return None
-
-    def _request(self, prompt: str, params: StepParams) -> dict[str, Any]:
-        request: dict[str, Any] = {
-            "model": self.model,
-            "prompt": prompt,
-            "max_tokens": params.max_step_tokens,
-            "temperature": params.temperature,
-            "stream": True,
-        }
-        if params.temperature > 0:
-            request["top_p"] = params.top_p  # always: some servers default to less than 1
-        if params.seed is not None:
-            request["seed"] = params.seed
-        if self._features["logprobs"]:
-            request["logprobs"] = 1
-        if self._features["usage"]:
-            request["stream_options"] = {"include_usage": True, "continuous_usage_stats": True}
-        if self.spec.extra_body:
-            request["extra_body"] = dict(self.spec.extra_body)
-        return request
-
-    def _stream(self, prompt: str, params: StepParams, prefix: str = "") -> _Stream:
-        """Stream one completion, closing it as soon as the separator shows up (in ``prefix`` + text)."""
-        out = _Stream(prefix=prefix)
-        stream = self._client.completions.create(**self._request(prompt, params))
-        try:
-            for chunk in stream:
-                if chunk.usage is not None:
-                    out.usage = chunk.usage
-                if not chunk.choices:
-                    continue
-                choice = chunk.choices[0]
-                if choice.text:
-                    out.chunks += 1
-                    if out.first_token_at is None:
-                        out.first_token_at = time.perf_counter()
-                    out.text += choice.text
-                logprobs = choice.logprobs
-                if logprobs is not None and logprobs.tokens:
-                    values = logprobs.token_logprobs or []
-                    for i, token in enumerate(logprobs.tokens):
-                        value = values[i] if i < len(values) else None
-                        out.tokens.append((token, float(value) if value is not None else 0.0))
-                if find_step_end(out.prefix + out.text, params.separator) is not None:
-                    out.finish = FinishReason.STEP
-                    return out
-                if choice.finish_reason is not None:
-                    out.server_finish = choice.finish_reason
-            if out.server_finish == "stop":
-                out.finish = FinishReason.EOS
-            elif out.server_finish == "length":
-                out.finish = FinishReason.LENGTH
-            elif out.server_finish is None:
-                hint = (
-                    "; a plain llama_cpp.server does this when another request arrives: start it with "
-                    "--interrupt_requests false"
-                )
-                if not out.text and self._features["logprobs"]:
-                    hint = "; if the server cannot return logprobs, add ?logprobs=off to the spec"
-                raise IncompleteResponse(f"the stream ended without a finish reason{hint}")
-            else:
-                raise BackendError(
-                    f"{self.name} ({self.base_url}) ended a step with finish_reason {out.server_finish!r}"
-                )
-            return out
-        finally:
-            stream.close()  # at a separator: disconnecting makes the server abort the request
-
-    def _output(
-        self,
-        result: _Stream,
-        params: StepParams,
-        t0: float,
-        first: float,
-        end: float,
-        attempts: int,
-        retry_seconds: float,
-        kept: list[tuple[str, float]] | None = None,
-    ) -> StepOutput:
-        kept = kept or []  # (text, logprob) of kept tokens before the streamed ones (prefix keeping)
-        text = result.prefix + result.text
-        tokens = [*kept, *result.tokens] if result.tokens else []
-        if result.finish == FinishReason.STEP:
-            cut = find_step_end(text, params.separator)
-            assert cut is not None
-            tokens = _tokens_through(tokens, cut + len(params.separator), text)
-            text = text[:cut]
-        usage = result.usage
-        prompt_tokens = int(getattr(usage, "prompt_tokens", 0) or 0)
-        details = getattr(usage, "prompt_tokens_details", None)
-        cached = getattr(details, "cached_tokens", None) if details is not None else None
-        completion = getattr(usage, "completion_tokens", None)
-        if completion and result.finish != FinishReason.STEP:
-            count = int(completion) + len(kept)  # the server's own count, end-of-sequence token included
-        else:
-            count = len(tokens) if tokens else result.chunks + len(kept)
-            if result.finish == FinishReason.EOS:
-                count += 1  # the end-of-sequence token, which streams carry no text or logprob for
-        extra: dict[str, object] = {
-            "server": self.base_url,
-            "server_finish_reason": result.server_finish,
-            "cached_tokens": cached,
-            "attempts": attempts,
-            "retry_seconds": retry_seconds,
-        }
-        if result.prefix:
-            extra["kept_tokens"] = len(kept)
-        return StepOutput(
-            text=text.strip(),
-            finish_reason=result.finish,
-            model=self.name,
-            tokens=count,
-            token_logprobs=tuple(lp for _, lp in tokens),
-            prompt_tokens=prompt_tokens,
-            prefill_tokens=max(0, prompt_tokens - int(cached or 0)),
-            prefill_seconds=first - t0,
-            decode_seconds=end - first,
-            extra=extra,
-        )
-
     # -- verification (the Verifier role), through prompt logprobs -------------------------------------
-
-    def _no_prompt_logprobs(self, why: str) -> BackendError:
-        return BackendError(
-            f"{self.name} ({self.base_url}) cannot verify steps: {why}; verification needs prompt "
-            "logprobs (vLLM's prompt_logprobs, or echo=true with logprobs on /completions; "
-            "llama-cpp-python: start the server with --logits_all true)"
-        )
-
-    def _prompt_view(self, text: str, start: int) -> PromptView:
-        """The model's view of every token of ``text`` and of one greedy token after it. The server's
-        tokens must spell out ``text[start:]`` exactly, else it gets a clear error."""
-        request: dict[str, Any] = {
-            "model": self.model, "prompt": text, "max_tokens": 1, "temperature": 0.0, "logprobs": 1,
-        }  # fmt: skip
-        if self._verify_mode in (None, "prompt_logprobs"):
-            try:
-                # return_token_ids: vLLM then names the prompt's and the generated token's ids, so the
-                # greedy token after the step is an id like the prompt's (not a hash of its text)
-                extra = {**self.spec.extra_body, "prompt_logprobs": 1, "return_token_ids": True}
-                response = self._client.completions.create(**request, extra_body=extra)
-            except Exception as exc:
-                if not _refuses(exc, (400, 422), ("logprob",)):
-                    raise
-                logger.info("%s rejects prompt_logprobs (%s); trying echo", self.base_url, exc)
-            else:
-                choice = response.choices[0]
-                entries = getattr(choice, "prompt_logprobs", None)
-                if entries:
-                    self._verify_mode = "prompt_logprobs"
-                    prompt_ids = getattr(choice, "prompt_token_ids", None)
-                    tokens, rows = from_prompt_logprobs(entries, prompt_ids, len(text))
-                    if not "".join(row.text for row in rows).endswith(text[start:]):
-                        raise self._no_prompt_logprobs(
-                            "its prompt_logprobs tokens do not spell out the prompt's end"
-                        )
-                    generated = []
-                    if choice.logprobs is not None:
-                        generated = from_echo(choice.logprobs, choice.text or "", 0)[2]
-                    ids = getattr(choice, "token_ids", None)
-                    if generated and ids:
-                        generated[0] = dataclasses.replace(generated[0], token=int(ids[0]))
-                    return self._view(tokens, rows, generated, choice.finish_reason, response.usage)
-            self._verify_mode = "echo"
-        try:
-            response = self._client.completions.create(
-                **request, echo=True, extra_body=dict(self.spec.extra_body) or None
-            )
-        except Exception as exc:
-            if _refuses(exc, (), ("logprob", "echo")):
-                raise self._no_prompt_logprobs(
-                    f"it refused echo with logprobs ({describe_error(exc)})"
-                ) from exc
-            raise
-        choice = response.choices[0]
-        echoed = choice.text or ""
-        if not echoed.startswith(text):
-            raise self._no_prompt_logprobs("it does not echo the prompt (echo=true)")
-        if choice.logprobs is None:
-            raise self._no_prompt_logprobs("it returned no logprobs for an echoed prompt")
-        returned = "".join(str(token) for token in getattr(choice.logprobs, "tokens", None) or [])
-        if len(returned) <= len(echoed) - len(text):
-            raise self._no_prompt_logprobs(
-                "it returned logprobs for the generated token only, not the prompt"
-            )
-        if not lines_up(choice.logprobs, echoed, start):
-            raise self._no_prompt_logprobs(
-                "its echoed logprobs do not line up with the prompt (llama-cpp-python shifts them "
-                "by one token unless the prompt starts with the model's BOS token)"
-            )
-        tokens, rows, generated = from_echo(choice.logprobs, echoed, len(text))
-        return self._view(tokens, rows, generated, choice.finish_reason, response.usage)
-
-    @staticmethod
-    def _view(
-        tokens: PromptTokens,
-        rows: list[PromptToken],
-        generated: list[PromptToken],
-        finish: str | None,
-        usage: Any,
-    ) -> PromptView:
-        details = getattr(usage, "prompt_tokens_details", None)
-        return PromptView(
-            tokens=tokens,
-            rows=rows,
-            generated=generated,
-            finish=finish,
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            cached_tokens=int(getattr(details, "cached_tokens", 0) or 0) if details is not None else 0,
-        )
 
     def verify_step(self, context: StepContext, step: StepOutput, params: StepParams) -> Verification:
         """The model's view of ``step`` after ``context``, from prompt logprobs: two one-token
@@ -700,30 +370,6 @@ class OpenAIGenerator:
 
     def __repr__(self) -> str:
         return f"OpenAIGenerator({self.name!r}, base_url={self.base_url!r}, template={self.template.name!r})"
-
-
-def _refuses(exc: BaseException, codes: tuple[int, ...], words: tuple[str, ...]) -> bool:
-    """Whether ``exc`` is the server refusing a request feature: an HTTP status in ``codes``, or a 400,
-    422 or 500 whose message names one of ``words`` (llama-cpp-python refuses logprobs with a 500)."""
-    code = status_code(exc)
-    if code in codes:
-        return True
-    message = str(getattr(exc, "message", "") or exc).lower() + str(getattr(exc, "body", "")).lower()
-    return code in (400, 422, 500) and any(word in message for word in words)
-
-
-def _tokens_through(tokens: list[tuple[str, float]], end: int, text: str) -> list[tuple[str, float]]:
-    """The streamed tokens that cover ``text[:end]`` (the step and its separator), when they line up."""
-    if not tokens or "".join(t for t, _ in tokens) != text:
-        return tokens
-    kept: list[tuple[str, float]] = []
-    position = 0
-    for token in tokens:
-        if position >= end:
-            break
-        kept.append(token)
-        position += len(token[0])
-    return kept
 
 
 def load_openai(rest: str, prompt_style: PromptStyle, settings: Settings | None) -> OpenAIGenerator:

@@ -28,7 +28,7 @@ def bench_costs(
     import json
 
     from arbitrage.costs import costs_cache_path
-    from arbitrage.evaluation.costbench import measure_costs
+    from arbitrage.evaluation.costbench import describe_costs, measure_costs
     from arbitrage.run import Run, RunSpec
     from arbitrage.settings import load_settings
 
@@ -37,13 +37,5 @@ def bench_costs(
     path = out or costs_cache_path(load_settings().home, models.draft, models.target)
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(costs.to_dict(), indent=1) + "\n")
-    for role in ("draft", "target"):
-        c = getattr(costs, role)
-        extra = "-" if c.batch_extra is None else f"{1000 * c.batch_extra:.1f} ms"
-        typer.echo(
-            f"{role:>6}: decode {1000 * c.decode:.1f} ms/token, batched evaluation {1000 * c.evaluate:.2f} "
-            f"ms/token, call {1000 * c.call:.1f} ms, small-batch extra {extra}/token"
-        )
-    ratios = f"draft/target decode cost ratio {costs.ratio:.2f}; verification/decode {costs.verify_ratio:.2f}"
-    typer.echo(ratios)
+    typer.echo(describe_costs(costs))
     typer.echo(f"written: {path}")

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -36,11 +38,11 @@ def eval_prm(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
-    from arbitrage.cli.render import print_prm_table
     from arbitrage.errors import ConfigError
+    from arbitrage.evaluation.render import print_prm_table
     from arbitrage.labelling.rollout import load_scorer  # the PRM registry's scorers, and mc
     from arbitrage.prm.evalset import load_rows
-    from arbitrage.prm.evaluate import ScorerReport, component_spec, evaluate_scorer
+    from arbitrage.prm.evaluate import evaluate_scorers, results_file
     from arbitrage.prm.registry import DEFAULT_PRM, ScorerOptions
 
     files = data or sorted(DEFAULT_DATA_DIR.glob("*.jsonl"))
@@ -51,58 +53,30 @@ def eval_prm(
     if resume and out is None:
         raise ConfigError("--resume needs --out")
     rows = [row for path in files for row in load_rows(path)[:limit]]
-    specs = prm or [DEFAULT_PRM]
     gold = {row.question: row.gold_answer for row in rows}
     options = ScorerOptions(n_ctx=n_ctx, gold_answers=gold, rollouts=rollouts)
     console = Console(stderr=True)
-
-    previous: dict[str, dict[str, object]] = {}
+    previous = {}
     if resume and out is not None and out.is_file():
         previous = {s["spec"]: s for s in json.loads(out.read_text())["scorers"]}
-        specs = [s for spec in specs for s in (spec, component_spec(spec)) if s in previous or s == spec]
-    results: list[dict[str, object]] = []
 
-    def save() -> None:
-        if out is None:
-            return
-        out.parent.mkdir(parents=True, exist_ok=True)
-        kinds: dict[str, int] = {}
-        for row in rows:
-            kinds[row.kind] = kinds.get(row.kind, 0) + 1
-        payload = {
-            "data": [str(p) for p in files],
-            "rows": len(rows),
-            "right": sum(row.label for row in rows),
-            "kinds": kinds,
-            "scorers": results,
-        }
-        out.write_text(json.dumps(payload, indent=1) + "\n")
-
-    def have(spec: str) -> bool:
-        return any(r["spec"] == spec for r in results)
-
-    for spec in specs:
-        if have(spec):  # already measured as part of a composite scorer (judge+arith reports its judge)
-            continue
-        if spec in previous:
-            results.append(previous[spec])
-            continue
+    @contextmanager
+    def progress(spec: str) -> Iterator[Callable[[int, int], None]]:
         with Progress(
             TextColumn(f"[bold]{spec}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
             console=console, transient=True,
         ) as bar:  # fmt: skip
             task = bar.add_task(spec, total=len(rows))
-            reports: list[ScorerReport] = evaluate_scorer(
-                spec,
-                lambda spec=spec: load_scorer(spec, options),  # type: ignore[misc]
-                rows,
-                progress=lambda done, _total, task=task: bar.update(task, completed=done),  # type: ignore[misc]
-            )
-        for report in reports:
-            if not have(report.spec):
-                results.append(report.to_dict())
-        save()
-    save()
+            yield lambda done, _total: bar.update(task, completed=done)
+
+    def save(results: list[dict[str, Any]]) -> None:
+        if out is not None:
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_text(json.dumps(results_file(files, rows, results), indent=1) + "\n")
+
+    results = evaluate_scorers(prm or [DEFAULT_PRM], rows, lambda spec: load_scorer(spec, options),
+                               previous=previous, progress=progress, measured=save)  # fmt: skip
+    save(results)
     if as_json:
         typer.echo(json.dumps(results, indent=1))
     else:

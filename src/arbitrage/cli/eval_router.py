@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -57,18 +57,7 @@ def eval_router(
     over the folds.
     """
     from arbitrage.router.base import RouterError
-    from arbitrage.router.evaluate import (
-        FOLD_NOTE,
-        ablation_markdown,
-        comparison_markdown,
-        evaluate_saved,
-        fold_table,
-        markdown_table,
-        run_ablation,
-    )
-    from arbitrage.router.evaluate import (
-        compare_inputs as run_comparison,
-    )
+    from arbitrage.router.report import evaluation_report
     from arbitrage.router.store import load_router
     from arbitrage.router.train import load_rows
 
@@ -81,39 +70,10 @@ def eval_router(
     loaded = [load_router(p, device=training.device) for p in routers]
     options = training.options() if ablation or compare_inputs or (loaded and folds >= 2) else None
     rows = load_rows(data)
-    report: dict[str, Any] = {"data": str(data)}
-    markdown: list[str] = []
-    if loaded:
-        results = [evaluate_saved(r, rows, folds, options, progress=True) for r in loaded]
-        report["routers"] = [r.to_dict() for r in results]
-        markdown.append(f"## Routers on held-out questions of {data}\n\n{markdown_table(results)}\n")
-        crossed = [r for r in results if r.folds is not None]
-        if crossed:
-            markdown.append(
-                f"## The same training options over {folds} question-grouped folds of {data}\n\n"
-                f"{fold_table(crossed)}\n\n{FOLD_NOTE}\n"
-            )
-    if ablation and options is not None:
-        result = run_ablation(
-            rows,
-            options,
-            on_variant=lambda label: typer.echo(f"training {label}", err=True),
-            progress=True,
-            folds=max(folds, 1),
-        )
-        report["ablation"] = result.to_dict()
-        markdown.append(f"## Ablation\n\n{ablation_markdown(result)}")
-    if compare_inputs and options is not None:
-        comparison = run_comparison(
-            rows,
-            options,
-            max(folds, 2),
-            progress=True,
-            on_variant=lambda label: typer.echo(f"training {label}", err=True),
-        )
-        report["inputs"] = comparison.to_dict()
-        markdown.append(f"## Router inputs and verification baselines\n\n{comparison_markdown(comparison)}")
-    text = "\n".join(markdown)
+    report, text = evaluation_report(
+        data, rows, loaded, folds, options, ablation=ablation, inputs=compare_inputs,
+        on_variant=lambda label: typer.echo(f"training {label}", err=True),
+    )  # fmt: skip
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         (out / "eval_router.md").write_text(text)

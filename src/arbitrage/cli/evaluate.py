@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated
 
@@ -25,30 +24,20 @@ def evaluate(
     """Evaluate a policy on a dataset: per-problem JSON lines, then accuracy, acceptance and latency."""
     from rich.console import Console
 
-    from arbitrage.cli.common import open_run
-    from arbitrage.cli.render import print_eval_summary
+    from arbitrage.cli.common import default_out, open_run, run_config
+    from arbitrage.evaluation.render import print_eval_summary
     from arbitrage.evaluation.runner import run_eval
     from arbitrage.run import RunSpec
 
     name, loaded = problems.load()
-    config = steps.config(policy.keep_prefix)
-    draft, target, s = models.draft, models.target, steps
+    s, config = steps, steps.config(policy.keep_prefix)
     spec = RunSpec(**models.spec(), policies=[policy.choice(s.seed)], prm=policy.prm,
                    n_ctx=s.n_ctx, seed=s.seed)  # fmt: skip
     with open_run(spec) as run:
-        run_config = {
-            "data": name, "offset": problems.offset, "policy": run.policy.name, "draft": draft,
-            "target": target, "max_steps": s.max_steps, "max_tokens": s.max_tokens,
-            "max_step_tokens": s.max_step_tokens, "separator": s.separator, "temperature": s.temperature,
-            "seed": s.seed, "prm": policy.prm if run.scorer is not None else None,
-        }  # fmt: skip
-        for key in ("speculate", "reproducible"):  # as keep_prefix: only when set, so old folders resume
-            if getattr(models, key):
-                run_config[key] = True
-        if policy.keep_prefix != "verified":  # the default stays out, so earlier runs' folders still resume
-            run_config["keep_prefix"] = policy.keep_prefix
-        if out is None:
-            slug = re.sub(r"[^A-Za-z0-9.=-]+", "-", f"{name}_{run.policy.name}_{draft}_{target}").strip("-")
-            out = Path("runs") / "eval" / slug
-        summary = run_eval(loaded, run.engine(config=config), out, run_config, concurrency=concurrency)
+        # speculate and reproducible as keep_prefix: recorded only when set, so old folders resume
+        chosen = {key: True for key in ("speculate", "reproducible") if getattr(models, key)}
+        recorded = run_config(name, problems, models, s, policy, run.scorer is not None,
+                              policy=run.policy.name, temperature=s.temperature, **chosen)  # fmt: skip
+        out = out or default_out("eval", name, run.policy.name, models.draft, models.target)
+        summary = run_eval(loaded, run.engine(config=config), out, recorded, concurrency=concurrency)
     print_eval_summary(Console(), summary, out)

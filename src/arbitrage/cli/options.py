@@ -1,8 +1,9 @@
 """Typer flags shared by several commands, each declared once.
 
-Single flags are ``Annotated`` aliases. Flags that travel together are a frozen dataclass (a *flag
-group*: the models, the policy and its options, the step limits, the problems, the router training
-options); a command takes a group as one parameter whose default is :func:`flags`, and :func:`command`
+Flags that travel together are a frozen dataclass (a *flag group*: the models, the policy and its
+options, the step limits, the problems, the router training options) whose fields are declared with
+:func:`option`: the default, the help and, where it is not the field's own name, the option the flag
+sets. A command takes a group as one parameter whose default is :func:`flags`, and :func:`command`
 spreads the group's fields into the command's flags, in place and in field order, then hands the
 command the group built from them::
 
@@ -10,7 +11,8 @@ command the group built from them::
     def solve(question: str, models: Models = flags(Models), steps: Steps = flags(Steps)) -> None: ...
 
 A group's defaults may differ per command (``flags(Policy, policy="verify")``), and a command may leave
-fields out (``omit=``): they keep their dataclass default.
+fields out (``omit=``): they keep their dataclass default. Single flags that commands take on their own
+are ``Annotated`` aliases.
 """
 
 from __future__ import annotations
@@ -40,205 +42,59 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 F = TypeVar("F", bound=Callable[..., Any])
 
+
+def option(default: Any, help: str, *names: str, sets: str | None = None) -> Any:
+    """A flag-group field: its ``default`` and its flag, ``--field-name`` (or ``names``) with ``help``.
+
+    ``sets`` is the name of the option the flag sets where it differs from the field's (``path`` for
+    ``--router``; ``lm.learning_rate`` for ``--lr``: a field of the lm router's options).
+    """
+    return dataclasses.field(
+        default=default, metadata={"flag": typer.Option(*names, help=help), "sets": sets}
+    )
+
+
+def _settings(group: Any, part: str = "") -> dict[str, Any]:
+    """The values of ``group``'s flags by the option each sets, those of ``part`` (``lm``) or of none."""
+    values = {}
+    for f in dataclasses.fields(group):
+        owner, _, name = (f.metadata["sets"] or f.name).rpartition(".")
+        if owner == part:
+            values[name] = getattr(group, f.name)
+    return values
+
+
 # --- single flags -------------------------------------------------------------------------------
-Draft = Annotated[str, typer.Option(help="Draft model: a named model, a .gguf path, or a backend spec.")]
-Target = Annotated[str, typer.Option(help="Target model (same forms as --draft).")]
-PolicyName = Annotated[
-    str,
-    typer.Option(help="Routing policy: auto, draft, target, random, rsd, oracle, router, verify or early."),
-]
-Quality = Annotated[
-    float | None,
-    typer.Option(
-        help="auto: share of target-only accuracy to keep, in (0, 1] (default 1: the target's own text, "
-        "with token-level speculation where it pays; lower: the fastest measured policy that keeps it)."
-    ),
-]
-Speculate = Annotated[
-    bool,
-    typer.Option(
-        "--speculate/--no-speculate",
-        help="Token-level speculation inside the target's text: the draft proposes tokens, the target "
-        "checks them in one batch (lossless for greedy steps; llama.cpp models sharing a vocabulary). "
-        "auto attaches it by itself where it can.",
-    ),
-]
-Reproducible = Annotated[
-    bool,
-    typer.Option(
-        "--reproducible/--serving",
-        help="llama.cpp evaluation: reproducible (a greedy step is a function of its text; aligned chunks "
-        "re-evaluate decoded tokens, +24% latency on the default pair) or the serving mode (default).",
-    ),
-]
-P = Annotated[float, typer.Option(help="random: probability of escalating a step.")]
-MaxSteps = Annotated[int, typer.Option(help="Stop after this many steps.")]
-MaxTokens = Annotated[int, typer.Option(help="Stop once the solution holds this many tokens.")]
-MaxStepTokens = Annotated[int, typer.Option(help="Cap on tokens per step.")]
-Separator = Annotated[str, typer.Option(help="Step separator, with escapes (\\n\\n or \\n).")]
-Temperature = Annotated[float, typer.Option(help="Sampling temperature (0 = greedy).")]
-Seed = Annotated[int, typer.Option(help="Seed for sampling and the random policy.")]
 NCtx = Annotated[int, typer.Option(help="Context window of local models.")]
-Dataset = Annotated[
-    str | None, typer.Option(help="Named dataset: gsm8k, gsm8k-train, math500, olympiadbench, aime24, amc23.")
-]
-DataFile = Annotated[Path | None, typer.Option(help="Your own JSON-lines problem file instead of --dataset.")]
-QuestionField = Annotated[str | None, typer.Option(help="--data-file: question field (auto-detected).")]
-AnswerField = Annotated[str | None, typer.Option(help="--data-file: gold answer field (auto-detected).")]
-DataDir = Annotated[
-    Path | None, typer.Option(help="Folder of the named datasets (default: shared/datasets).")
-]
-Limit = Annotated[int | None, typer.Option(help="Number of problems (default: all).")]
-Offset = Annotated[int, typer.Option(help="Skip this many problems first.")]
 Concurrency = Annotated[
     int,
     typer.Option(help="Problems in flight at once (pays off with batching servers; local models serialise)."),
 ]
-Router = Annotated[
-    Path | None,
-    typer.Option(
-        "--router",
-        help="router: folder of a router saved by `arbitrage train-router` (default: the router installed "
-        "with the package).",
-    ),
-]
-Tau = Annotated[
-    float | None,
-    typer.Option(
-        help="oracle: escalate iff s_target − s_draft > τ (default 0); router: escalate when ŷ > τ."
-    ),
-]
-TargetRate = Annotated[
-    float | None,
-    typer.Option(
-        help="router, verify, early: pick τ from the router's table (verify, early: the calibration table) "
-        "so about this share of steps go to the target."
-    ),
-]
-Score = Annotated[
-    str | None,
-    typer.Option(
-        help="verify, early: the score, escalate iff it exceeds --threshold. verify: target_nll (default), "
-        "gsi, target_min_nll, disagree, divergence; early: the draft's confidence, draft_entropy "
-        "(default), draft_nll, draft_max_nll, or one of verify's on the probe's tokens."
-    ),
-]
-Calibration = Annotated[
-    Path | None,
-    typer.Option(
-        help="verify, early: calibration table for --target-rate (verify: from `arbitrage "
-        "calibrate-verify`; default: the installed one)."
-    ),
-]
-KeepPrefix = Annotated[
-    str,
-    typer.Option(
-        help="Escalated greedy steps keep the draft tokens the target agrees with: verified (when the "
-        "policy had the target verify the step), always (verify first), never."
-    ),
-]
-Prm = Annotated[
-    str,
-    typer.Option(
-        help="rsd, oracle: process reward model, e.g. judge:MODEL[#PROMPT], arith, judge+arith:MODEL, "
-        "hf:PATH, http:URL#MODEL."
-    ),
-]
-Threshold = Annotated[
-    float | None,
-    typer.Option(
-        help="rsd: accept a draft step iff its reward >= this (default 0.7); verify, early: escalate iff "
-        "the score > this."
-    ),
-]
-TargetSamples = Annotated[
-    int, typer.Option(help="oracle: target samples averaged for s_target (extra ones at temperature 0.7).")
-]
-ProbeTokens = Annotated[
-    int | None,
-    typer.Option(
-        help="early: draft tokens of a step the policy decides after (default 1: the draft's first "
-        "token); 0: decide before the draft writes, from its confidence on the last step."
-    ),
-]
-Diagnose = Annotated[
-    bool, typer.Option(help="rsd: also score escalated target steps to count wasted escalations.")
-]
-
-# router training (train-router, eval-router)
 Data = Annotated[
     Path, typer.Argument(help="Collected step pairs: a folder of part-*.parquet shards, or one Parquet file.")
-]
-Kind = Annotated[
-    str, typer.Option(help="Router kind: features (scikit-learn, fast) or lm (fine-tuned transformer).")
-]
-Classes = Annotated[int, typer.Option(help="Label scheme: 2 (binary, y = 1[Δ > 0]), 4 or 10 Δ bins.")]
-RouterScore = Annotated[
-    str,
-    typer.Option(
-        help="Class probabilities -> ŷ: p_positive (P(Δ > 0)) or expected (E[Δ] mapped to [0, 1]).",
-    ),
-]
-Annotate = Annotated[
-    bool, typer.Option("--annotate/--no-annotate", help="History annotation: who wrote each earlier step.")
-]
-Downsample = Annotated[
-    bool,
-    typer.Option("--downsample/--no-downsample", help="Balance the two labels by downsampling the majority."),
-]
-Label = Annotated[
-    str,
-    typer.Option(
-        "--label",
-        help="Advantage the labels come from: prm (y = 1[Δ > 0], the PRM's judgement) or outcome "
-        "(y = 1[outcome_advantage > 0], grounded labels from `collect --labels outcome`; rows without "
-        "them are dropped).",
-    ),
-]
-Inputs = Annotated[
-    str,
-    typer.Option(
-        help="features router inputs: draft (the paper's router: the draft's side only), target (the "
-        "target's verification of the draft step) or both. target/both verify every draft step with the "
-        "target at routing time."
-    ),
-]
-ValFraction = Annotated[float, typer.Option(help="Share of question ids held out for validation.")]
-TrainSeed = Annotated[int, typer.Option(help="Seed of the split, the downsampling and the model.")]
-Estimator = Annotated[str, typer.Option(help="features: logistic (default) or gbt (gradient boosting).")]
-Backbone = Annotated[
-    str | None,
-    typer.Option(
-        help="lm: backbone to fine-tune: a local Hugging Face model folder, a .gguf file, or a named model."
-    ),
-]
-Epochs = Annotated[float, typer.Option(help="lm: passes over the training rows.")]
-BatchSize = Annotated[int, typer.Option(help="lm: rows per optimizer step.")]
-LearningRate = Annotated[float, typer.Option("--lr", help="lm: peak learning rate (AdamW, linear schedule).")]
-MaxLength = Annotated[int, typer.Option(help="lm: tokens per input (question + history + draft step).")]
-TrainMaxSteps = Annotated[int | None, typer.Option(help="lm: stop after this many optimizer steps.")]
-Device = Annotated[str, typer.Option(help="lm: auto (CUDA when available), cpu, cuda or cuda:N.")]
-TrainLayers = Annotated[
-    int | None,
-    typer.Option(
-        help="lm: train only the head and the last N blocks; 0: the head only, on cached frozen features "
-        "(fast on CPU). Default: the whole model."
-    ),
-]
-HeadLearningRate = Annotated[
-    float, typer.Option("--head-lr", help="lm --train-layers 0: learning rate of the head.")
 ]
 
 
 # --- flag groups --------------------------------------------------------------------------------
 @dataclasses.dataclass(frozen=True)
 class Models:
-    """``--draft``, ``--target``."""
+    """``--draft``, ``--target`` and how the target runs."""
 
-    draft: Draft = DEFAULT_DRAFT
-    target: Target = DEFAULT_TARGET
-    speculate: Speculate = False
-    reproducible: Reproducible = False
+    draft: str = option(DEFAULT_DRAFT, "Draft model: a named model, a .gguf path, or a backend spec.")
+    target: str = option(DEFAULT_TARGET, "Target model (same forms as --draft).")
+    speculate: bool = option(
+        False,
+        "Token-level speculation inside the target's text: the draft proposes tokens, the target checks "
+        "them in one batch (lossless for greedy steps; llama.cpp models sharing a vocabulary). auto "
+        "attaches it by itself where it can.",
+        "--speculate/--no-speculate",
+    )
+    reproducible: bool = option(
+        False,
+        "llama.cpp evaluation: reproducible (a greedy step is a function of its text; aligned chunks "
+        "re-evaluate decoded tokens, +24% latency on the default pair) or the serving mode (default).",
+        "--reproducible/--serving",
+    )
 
     def spec(self) -> dict[str, Any]:
         """The :class:`~arbitrage.run.RunSpec` fields these flags set."""
@@ -256,27 +112,70 @@ class Models:
 class Policy:
     """The policy, its options (``None``: not given) and the PRM; ``keep_prefix`` rides along."""
 
-    policy: PolicyName = "draft"
-    quality: Quality = None
-    p: P = 0.5
-    prm: Prm = DEFAULT_PRM
-    threshold: Threshold = None
-    tau: Tau = None
-    target_samples: TargetSamples = 1
-    diagnose: Diagnose = False
-    router: Router = None
-    target_rate: TargetRate = None
-    score: Score = None
-    calibration: Calibration = None
-    probe_tokens: ProbeTokens = None
-    keep_prefix: KeepPrefix = "verified"
+    policy: str = option(
+        "draft", "Routing policy: auto, draft, target, random, rsd, oracle, router, verify or early."
+    )
+    quality: float | None = option(
+        None,
+        "auto: share of target-only accuracy to keep, in (0, 1] (default 1: the target's own text, with "
+        "token-level speculation where it pays; lower: the fastest measured policy that keeps it).",
+    )
+    p: float = option(0.5, "random: probability of escalating a step.")
+    prm: str = option(
+        DEFAULT_PRM,
+        "rsd, oracle: process reward model, e.g. judge:MODEL[#PROMPT], arith, judge+arith:MODEL, hf:PATH, "
+        "http:URL#MODEL.",
+    )
+    threshold: float | None = option(
+        None,
+        "rsd: accept a draft step iff its reward >= this (default 0.7); verify, early: escalate iff "
+        "the score > this.",
+    )
+    tau: float | None = option(
+        None, "oracle: escalate iff s_target − s_draft > τ (default 0); router: escalate when ŷ > τ."
+    )
+    target_samples: int = option(
+        1, "oracle: target samples averaged for s_target (extra ones at temperature 0.7)."
+    )
+    diagnose: bool = option(False, "rsd: also score escalated target steps to count wasted escalations.")
+    router: Path | None = option(
+        None,
+        "router: folder of a router saved by `arbitrage train-router` (default: the router installed with "
+        "the package).",
+        "--router",
+        sets="path",
+    )
+    target_rate: float | None = option(
+        None,
+        "router, verify, early: pick τ from the router's table (verify, early: the calibration table) "
+        "so about this share of steps go to the target.",
+    )
+    score: str | None = option(
+        None,
+        "verify, early: the score, escalate iff it exceeds --threshold. verify: target_nll (default), "
+        "gsi, target_min_nll, disagree, divergence; early: the draft's confidence, draft_entropy "
+        "(default), draft_nll, draft_max_nll, or one of verify's on the probe's tokens.",
+    )
+    calibration: Path | None = option(
+        None,
+        "verify, early: calibration table for --target-rate (verify: from `arbitrage "
+        "calibrate-verify`; default: the installed one).",
+    )
+    probe_tokens: int | None = option(
+        None,
+        "early: draft tokens of a step the policy decides after (default 1: the draft's first token); "
+        "0: decide before the draft writes, from its confidence on the last step.",
+    )
+    keep_prefix: str = option(
+        "verified",
+        "Escalated greedy steps keep the draft tokens the target agrees with: verified (when the policy "
+        "had the target verify the step), always (verify first), never.",
+    )
 
     def given(self, seed: int) -> dict[str, Any]:
         """The policy options as flags give them, by option name (``None``: not given)."""
-        return {"quality": self.quality, "p": self.p, "seed": seed, "path": self.router, "tau": self.tau,
-                "target_rate": self.target_rate, "threshold": self.threshold,
-                "target_samples": self.target_samples, "diagnose": self.diagnose, "score": self.score,
-                "calibration": self.calibration, "probe_tokens": self.probe_tokens}  # fmt: skip
+        options = {k: v for k, v in _settings(self).items() if k not in ("policy", "prm", "keep_prefix")}
+        return {**options, "seed": seed}
 
     def choice(self, seed: int) -> tuple[str, Any]:
         """``(policy, its validated options)``, see :func:`policy_choice`."""
@@ -287,13 +186,13 @@ class Policy:
 class Steps:
     """Step limits, sampling, and the local models' context window."""
 
-    max_steps: MaxSteps = 40
-    max_tokens: MaxTokens = 2048
-    max_step_tokens: MaxStepTokens = 256
-    separator: Separator = "\\n\\n"
-    temperature: Temperature = 0.0
-    seed: Seed = 0
-    n_ctx: NCtx = 4096
+    max_steps: int = option(40, "Stop after this many steps.")
+    max_tokens: int = option(2048, "Stop once the solution holds this many tokens.")
+    max_step_tokens: int = option(256, "Cap on tokens per step.")
+    separator: str = option("\\n\\n", "Step separator, with escapes (\\n\\n or \\n).")
+    temperature: float = option(0.0, "Sampling temperature (0 = greedy).")
+    seed: int = option(0, "Seed for sampling and the random policy.")
+    n_ctx: int = option(4096, "Context window of local models.")
 
     def step(self) -> StepParams:
         from arbitrage.backends.base import StepParams
@@ -320,13 +219,15 @@ class Steps:
 class Problems:
     """The problems: a named dataset or a JSON-lines file, and the slice of it."""
 
-    dataset: Dataset = None
-    data_file: DataFile = None
-    question_field: QuestionField = None
-    answer_field: AnswerField = None
-    data_dir: DataDir = None
-    limit: Limit = None
-    offset: Offset = 0
+    dataset: str | None = option(
+        None, "Named dataset: gsm8k, gsm8k-train, math500, olympiadbench, aime24, amc23."
+    )
+    data_file: Path | None = option(None, "Your own JSON-lines problem file instead of --dataset.")
+    question_field: str | None = option(None, "--data-file: question field (auto-detected).")
+    answer_field: str | None = option(None, "--data-file: gold answer field (auto-detected).")
+    data_dir: Path | None = option(None, "Folder of the named datasets (default: shared/datasets).")
+    limit: int | None = option(None, "Number of problems (default: all).")
+    offset: int = option(0, "Skip this many problems first.")
 
     def load(self, *, file_wins: bool = False) -> tuple[str, list[Problem]]:
         """``(name, problems)``; given both, an error, or with ``file_wins`` (a command whose
@@ -340,27 +241,62 @@ class Problems:
 
 @dataclasses.dataclass(frozen=True)
 class Training:
-    """How to train a router (``TrainOptions`` as flags)."""
+    """How to train a router: :class:`~arbitrage.router.train.TrainOptions` (and its ``lm``) as flags."""
 
-    kind: Kind = "features"
-    classes: Classes = 2
-    score: RouterScore = "p_positive"
-    label: Label = "prm"
-    inputs: Inputs = "draft"
-    annotate: Annotate = True
-    downsample: Downsample = True
-    val_fraction: ValFraction = 0.2
-    seed: TrainSeed = 0
-    estimator: Estimator = "logistic"
-    backbone: Backbone = None
-    epochs: Epochs = 2.0
-    batch_size: BatchSize = 8
-    lr: LearningRate = 3e-5
-    max_length: MaxLength = 512
-    max_steps: TrainMaxSteps = None
-    device: Device = "auto"
-    train_layers: TrainLayers = None
-    head_lr: HeadLearningRate = 5e-3
+    kind: str = option(
+        "features", "Router kind: features (scikit-learn, fast) or lm (fine-tuned transformer)."
+    )
+    classes: int = option(2, "Label scheme: 2 (binary, y = 1[Δ > 0]), 4 or 10 Δ bins.")
+    score: str = option(
+        "p_positive", "Class probabilities -> ŷ: p_positive (P(Δ > 0)) or expected (E[Δ] mapped to [0, 1])."
+    )
+    label: str = option(
+        "prm",
+        "Advantage the labels come from: prm (y = 1[Δ > 0], the PRM's judgement) or outcome "
+        "(y = 1[outcome_advantage > 0], grounded labels from `collect --labels outcome`; rows without them "
+        "are dropped).",
+        "--label",
+        sets="label_source",
+    )
+    inputs: str = option(
+        "draft",
+        "features router inputs: draft (the paper's router: the draft's side only), target (the target's "
+        "verification of the draft step) or both. target/both verify every draft step with the target at "
+        "routing time.",
+    )
+    annotate: bool = option(
+        True, "History annotation: who wrote each earlier step.", "--annotate/--no-annotate"
+    )
+    downsample: bool = option(
+        True, "Balance the two labels by downsampling the majority.", "--downsample/--no-downsample"
+    )
+    val_fraction: float = option(0.2, "Share of question ids held out for validation.")
+    seed: int = option(0, "Seed of the split, the downsampling and the model.")
+    estimator: str = option("logistic", "features: logistic (default) or gbt (gradient boosting).")
+    backbone: str | None = option(
+        None,
+        "lm: backbone to fine-tune: a local Hugging Face model folder, a .gguf file, or a named model.",
+        sets="lm.backbone",
+    )
+    epochs: float = option(2.0, "lm: passes over the training rows.", sets="lm.epochs")
+    batch_size: int = option(8, "lm: rows per optimizer step.", sets="lm.batch_size")
+    lr: float = option(
+        3e-5, "lm: peak learning rate (AdamW, linear schedule).", "--lr", sets="lm.learning_rate"
+    )
+    max_length: int = option(
+        512, "lm: tokens per input (question + history + draft step).", sets="lm.max_length"
+    )
+    max_steps: int | None = option(None, "lm: stop after this many optimizer steps.", sets="lm.max_steps")
+    device: str = option("auto", "lm: auto (CUDA when available), cpu, cuda or cuda:N.", sets="lm.device")
+    train_layers: int | None = option(
+        None,
+        "lm: train only the head and the last N blocks; 0: the head only, on cached frozen features (fast "
+        "on CPU). Default: the whole model.",
+        sets="lm.train_layers",
+    )
+    head_lr: float = option(
+        5e-3, "lm --train-layers 0: learning rate of the head.", "--head-lr", sets="lm.head_learning_rate"
+    )
 
     def options(self) -> TrainOptions:
         """The validated :class:`~arbitrage.router.train.TrainOptions`."""
@@ -372,16 +308,7 @@ class Training:
             raise RouterError(
                 "--kind lm needs --backbone: a Hugging Face model folder, a .gguf file or a named model"
             )
-        lm = LMOptions(
-            backbone=self.backbone, epochs=self.epochs, batch_size=self.batch_size, learning_rate=self.lr,
-            max_length=self.max_length, max_steps=self.max_steps, device=self.device,
-            train_layers=self.train_layers, head_learning_rate=self.head_lr,
-        )  # fmt: skip
-        return TrainOptions(
-            kind=self.kind, classes=self.classes, score=self.score, annotate=self.annotate,
-            downsample=self.downsample, val_fraction=self.val_fraction, seed=self.seed,
-            estimator=self.estimator, lm=lm, label_source=self.label, inputs=self.inputs,
-        )  # fmt: skip
+        return TrainOptions(**_settings(self), lm=LMOptions(**_settings(self, "lm")))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -392,10 +319,11 @@ class _Group:
 
     def fields(self) -> Iterator[tuple[str, Any, Any]]:
         """``(name, Annotated type, default)`` of each flag, in field order."""
-        hints = typing.get_type_hints(self.cls, include_extras=True)
+        hints = typing.get_type_hints(self.cls)
         for f in dataclasses.fields(self.cls):
             if f.name not in self.omit:
-                yield f.name, hints[f.name], self.defaults.get(f.name, f.default)
+                hint = cast(Any, Annotated)[hints[f.name], f.metadata["flag"]]
+                yield f.name, hint, self.defaults.get(f.name, f.default)
 
     def build(self, values: dict[str, Any]) -> Any:
         given = {name: values.pop(name) for name, _, _ in self.fields()}
@@ -485,5 +413,5 @@ def policy_choice(policy: str, **flags: Any) -> tuple[str, Any]:
 
 def _optional_flag(name: str) -> bool:
     # flags without a default: given means meant
-    optional = ("quality", "path", "tau", "target_rate", "threshold", "score", "calibration")
-    return name in (*optional, "probe_tokens")
+    unset = [f.metadata["sets"] or f.name for f in dataclasses.fields(Policy) if f.default is None]
+    return name in unset

@@ -22,8 +22,8 @@ def solve(
     from rich.console import Console
 
     from arbitrage.cli.common import open_run
-    from arbitrage.cli.render import print_step, print_summary
     from arbitrage.errors import ConfigError
+    from arbitrage.evaluation.render import print_step, print_summary
     from arbitrage.run import RunSpec
 
     if not question.strip():

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import Annotated
 
@@ -60,9 +59,9 @@ def sweep(
     """Run every policy point on the same problems (greedy), then summarise each; see `arbitrage report`."""
     from rich.console import Console
 
-    from arbitrage.cli.common import open_run
+    from arbitrage.cli.common import default_out, open_run, run_config
     from arbitrage.cli.options import flag_errors
-    from arbitrage.cli.render import print_sweep_table
+    from arbitrage.evaluation.render import print_sweep_table
     from arbitrage.evaluation.sweep import parse_points, parse_variant, point_options, run_sweep
     from arbitrage.run import RunSpec
 
@@ -73,23 +72,15 @@ def sweep(
         given = {k: str(v) if isinstance(v, Path) else v for k, v in base.items() if v is not None}
         choices = [(point.policy, point_options(point, given, variants)) for point in grid]
     name, loaded = problems.load()
-    config = steps.config(policy.keep_prefix)
-    draft, target, s = models.draft, models.target, steps
-    if out is None:
-        out = Path("runs") / "sweep" / re.sub(r"[^A-Za-z0-9.=-]+", "-", f"{name}_{draft}_{target}").strip("-")
+    s, config = steps, steps.config(policy.keep_prefix)
+    out = out or default_out("sweep", name, models.draft, models.target)
     out.mkdir(parents=True, exist_ok=True)
     cache_file = None if no_cache else cache or out / "step_cache.sqlite"
     spec = RunSpec(**models.spec(), policies=choices, prm=policy.prm, n_ctx=s.n_ctx,
                    seed=s.seed, cache=cache_file, replay_scores=replay_scores)  # fmt: skip
     with open_run(spec) as run:
-        run_config = {
-            "data": name, "offset": problems.offset, "draft": draft, "target": target,
-            "max_steps": s.max_steps, "max_tokens": s.max_tokens, "max_step_tokens": s.max_step_tokens,
-            "separator": s.separator, "seed": s.seed, "prm": policy.prm if run.scorer is not None else None,
-            "target_samples": policy.target_samples, "diagnose": policy.diagnose,
-        }  # fmt: skip
-        if policy.keep_prefix != "verified":  # the default stays out, so earlier sweeps' folders still resume
-            run_config["keep_prefix"] = policy.keep_prefix
+        recorded = run_config(name, problems, models, s, policy, run.scorer is not None,
+                              target_samples=policy.target_samples, diagnose=policy.diagnose)  # fmt: skip
         pairs = list(zip(grid, run.policies, strict=True))
-        results = run_sweep(loaded, run.draft, run.target, pairs, out, config, run_config, concurrency)
+        results = run_sweep(loaded, run.draft, run.target, pairs, out, config, recorded, concurrency)
     print_sweep_table(Console(), [s for _, s in results], out)

@@ -93,3 +93,19 @@ def measure_costs(draft: Generator, target: Generator, *, tokens: int = 48, repe
         machine=f"{platform.machine()} {platform.processor() or ''}".strip() + f", {platform.node()}",
         notes=f"{draft.name} -> {target.name}; {repeats} repeats of {tokens} tokens; medians",
     )
+
+
+def describe_costs(costs: CostModel) -> str:
+    """What ``bench-costs`` prints: each model's measured costs, then the two ratios."""
+    lines = []
+    for role in ("draft", "target"):
+        c = getattr(costs, role)
+        extra = "-" if c.batch_extra is None else f"{1000 * c.batch_extra:.1f} ms"
+        lines.append(
+            f"{role:>6}: decode {1000 * c.decode:.1f} ms/token, batched evaluation {1000 * c.evaluate:.2f} "
+            f"ms/token, call {1000 * c.call:.1f} ms, small-batch extra {extra}/token"
+        )
+    lines.append(
+        f"draft/target decode cost ratio {costs.ratio:.2f}; verification/decode {costs.verify_ratio:.2f}"
+    )
+    return "\n".join(lines)

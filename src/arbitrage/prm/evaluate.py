@@ -9,14 +9,20 @@ Metrics per scorer (all over the rows scored):
   order (rows of one problem are adjacent, as consecutive decisions of a solve are, so a judge reuses
   its KV cache between them). **prefill tokens per call** where the scorer reports it.
 - per kind: AUROC of gold steps against each corruption kind, and within the real draft steps.
+
+:func:`evaluate_scorers` measures several scorers in turn (``arbitrage eval-prm``), taking the results of
+an earlier run where it has them, and :func:`results_file` is what that command writes.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -184,3 +190,62 @@ def evaluate_scorer(
             _report(component_spec(spec), base_name, rows, base_rewards, base_seconds, prefill, load_seconds)
         )
     return reports
+
+
+Progress = Callable[[int, int], None]  # (rows scored, rows)
+
+
+def evaluate_scorers(
+    specs: Sequence[str],
+    rows: Sequence[LabelledStep],
+    build: Callable[[str], StepScorer],
+    *,
+    previous: Mapping[str, dict[str, Any]] | None = None,
+    progress: Callable[[str], AbstractContextManager[Progress]] | None = None,
+    measured: Callable[[list[dict[str, Any]]], None] | None = None,
+) -> list[dict[str, Any]]:
+    """Every scorer's result (:meth:`ScorerReport.to_dict`), in ``specs`` order.
+
+    A result in ``previous`` (an earlier run's, by spec) is taken as it is, and a composite scorer's base
+    result stored there comes along after it; a composite measured now brings its base's result too.
+    ``progress(spec)`` opens the progress callback of one scorer's rows; ``measured`` is called with the
+    results so far after each scorer measured (to save them).
+    """
+    previous = previous or {}
+    if previous:
+        specs = [s for spec in specs for s in (spec, component_spec(spec)) if s in previous or s == spec]
+    results: list[dict[str, Any]] = []
+
+    def have(spec: str) -> bool:
+        return any(r["spec"] == spec for r in results)
+
+    for spec in specs:
+        if have(spec):  # already measured as part of a composite scorer (judge+arith reports its judge)
+            continue
+        if spec in previous:
+            results.append(previous[spec])
+            continue
+        with progress(spec) if progress is not None else nullcontext(None) as update:
+            reports = evaluate_scorer(spec, functools.partial(build, spec), rows, progress=update)
+        for report in reports:
+            if not have(report.spec):
+                results.append(report.to_dict())
+        if measured is not None:
+            measured(results)
+    return results
+
+
+def results_file(
+    files: Sequence[Path], rows: Sequence[LabelledStep], scorers: list[dict[str, Any]]
+) -> dict[str, Any]:
+    """What ``eval-prm --out`` writes: the data files, their rows (right ones, per kind) and the results."""
+    kinds: dict[str, int] = {}
+    for row in rows:
+        kinds[row.kind] = kinds.get(row.kind, 0) + 1
+    return {
+        "data": [str(p) for p in files],
+        "rows": len(rows),
+        "right": sum(row.label for row in rows),
+        "kinds": kinds,
+        "scorers": scorers,
+    }

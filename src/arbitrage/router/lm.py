@@ -39,11 +39,10 @@ What is trained (``LMOptions.train_layers``):
 
 from __future__ import annotations
 
-import contextlib
 import logging
 import math
 import random
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -53,6 +52,14 @@ import numpy as np
 from arbitrage.errors import RouterError
 from arbitrage.router.base import RouterExample
 from arbitrage.router.labels import LabelScheme
+from arbitrage.router.lm_backbone import (
+    freeze_below,
+    head_module,
+    load_classifier,
+    quiet_transformers,
+    resolve_backbone,
+    resolve_device,
+)
 
 if TYPE_CHECKING:
     from arbitrage.backends.base import StepOutput
@@ -93,124 +100,6 @@ class LMOptions:
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
-
-
-def resolve_device(device: str) -> str:
-    """``auto`` → ``cuda`` when a GPU is usable, else ``cpu``; other values are checked."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise RouterError(f"--device {device}: no CUDA GPU is available here (use cpu or auto)")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise RouterError(f"Unknown --device {device!r} (use auto, cpu, cuda or cuda:N)")
-    return device
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """Silence transformers' load reports and progress bars for the duration, then restore them."""
-    from transformers.utils import logging as hf_logging
-
-    verbosity, bars = hf_logging.get_verbosity(), hf_logging.is_progress_bar_enabled()
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        hf_logging.set_verbosity(verbosity)
-        if bars:
-            hf_logging.enable_progress_bar()
-
-
-def resolve_backbone(spec: str) -> Path:
-    """A backbone spec as a local path: a model folder, a ``.gguf`` file, or a named model's GGUF file."""
-    from arbitrage.models.registry import NAMED_MODELS
-
-    path = Path(spec).expanduser()
-    if path.is_dir() or (path.is_file() and path.suffix == ".gguf"):
-        return path
-    if spec in NAMED_MODELS:
-        from arbitrage.models.store import resolve_model_path
-
-        return resolve_model_path(spec)
-    raise RouterError(
-        f"Backbone not found: {spec} (give a Hugging Face model folder, a .gguf file, or a named model: "
-        f"{', '.join(NAMED_MODELS)})"
-    )
-
-
-def _load(path: Path, num_labels: int | None, device: str) -> tuple[Any, Any]:
-    """Tokenizer and sequence classifier from a model folder or a .gguf file (``num_labels``: new head)."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    kwargs: dict[str, Any] = {"local_files_only": True}
-    model_kwargs: dict[str, Any] = {}
-    if path.is_file():  # a GGUF file: de-quantized into a plain float32 model (trainable, savable)
-        folder, kwargs["gguf_file"] = path.parent, path.name
-        try:
-            from transformers import GgufConfig
-
-            model_kwargs = {"quantization_config": GgufConfig(dequantize=True)}
-        except ImportError:  # transformers 4.x: GGUF weights are always de-quantized
-            pass
-    elif (path / "config.json").is_file():
-        folder = path
-    else:
-        raise RouterError(f"{path} is not a Hugging Face model folder (no config.json) or a .gguf file")
-    try:
-        with _quiet_transformers():
-            tokenizer = AutoTokenizer.from_pretrained(folder, **kwargs)
-            if num_labels is not None:
-                model_kwargs["num_labels"] = num_labels
-            model = AutoModelForSequenceClassification.from_pretrained(folder, **kwargs, **model_kwargs)
-    except ImportError as exc:
-        raise RouterError(f"Loading {path} needs more packages: {exc} (pip install 'arbitrage[hf]')") from exc
-    except (OSError, ValueError, KeyError) as exc:
-        if "accelerate" in str(exc) or ("gguf" in str(exc).lower() and "install" in str(exc)):
-            raise RouterError(f"Loading {path} needs more packages: {exc}") from exc
-        raise RouterError(f"Cannot load the transformer in {path}: {exc}") from exc
-    if tokenizer.pad_token is None:
-        if tokenizer.eos_token is None:
-            raise RouterError(f"The tokenizer in {folder} has neither a pad nor an end-of-sequence token")
-        tokenizer.pad_token = tokenizer.eos_token
-    model.config.pad_token_id = tokenizer.pad_token_id
-    if path.is_file():
-        model = model.float()  # GGUF files may carry float16 tensors: train and save in float32
-    return tokenizer, model.to(device)
-
-
-def _head_module(model: Any) -> Any:
-    """The classification head: the model's parameters outside its backbone."""
-    prefix = getattr(model, "base_model_prefix", "")
-    heads = [m for name, m in model.named_children() if name != prefix and any(True for _ in m.parameters())]
-    if len(heads) != 1:
-        raise RouterError(f"Cannot tell the classification head of {type(model).__name__} from its backbone")
-    return heads[0]
-
-
-def _blocks(model: Any) -> Any:
-    """The backbone's stack of transformer blocks (its longest ModuleList)."""
-    import torch
-
-    lists = [m for m in model.base_model.modules() if isinstance(m, torch.nn.ModuleList)]
-    if not lists:
-        raise RouterError(f"{type(model).__name__} has no stack of blocks to train the top of")
-    return max(lists, key=len)
-
-
-def freeze_below(model: Any, train_layers: int) -> int:
-    """Freeze all but the head, the last ``train_layers`` blocks and the backbone's non-block,
-    non-embedding parameters (its final norm); return the number of trainable parameters."""
-    blocks = _blocks(model)
-    in_blocks = {id(p) for p in blocks.parameters()}
-    top = {id(p) for block in list(blocks)[len(blocks) - train_layers :] for p in block.parameters()}
-    head = {id(p) for p in _head_module(model).parameters()}
-    for name, param in model.named_parameters():
-        outside = id(param) not in in_blocks and "embed" not in name
-        param.requires_grad_(id(param) in head or id(param) in top or (train_layers > 0 and outside))
-    return sum(p.numel() for p in model.parameters() if p.requires_grad)
 
 
 class LMRouter:
@@ -330,7 +219,7 @@ class LMRouter:
         random.seed(seed)
         np.random.seed(seed)
         torch.manual_seed(seed)
-        tokenizer, model = _load(backbone, scheme.num_classes, device)
+        tokenizer, model = load_classifier(backbone, scheme.num_classes, device)
         router = cls(
             model,
             tokenizer,
@@ -411,7 +300,7 @@ class LMRouter:
         import torch
         from tqdm import tqdm
 
-        head = _head_module(self.model)
+        head = head_module(self.model)
         captured: list[Any] = []
         hook = head.register_forward_hook(lambda _m, args, _out: captured.append(args[0].detach()))
         rows, first_logits = [], None
@@ -441,7 +330,7 @@ class LMRouter:
         the head is not one linear layer or the cached path does not reproduce the model's logits."""
         import torch
 
-        head = _head_module(self.model)
+        head = head_module(self.model)
         if not isinstance(head, torch.nn.Linear):
             logger.info("the %s head is not one linear layer: training it on a frozen backbone", type(head))
             return False
@@ -480,7 +369,7 @@ class LMRouter:
         return {"max_length": self.max_length, **self.info}
 
     def save_weights(self, folder: Path) -> None:
-        with _quiet_transformers():
+        with quiet_transformers():
             self.model.save_pretrained(folder / MODEL_DIR)
             self.tokenizer.save_pretrained(folder / MODEL_DIR)
 
@@ -489,7 +378,7 @@ class LMRouter:
         cls, folder: Path, config: dict[str, Any], scheme: LabelScheme, device: str = "auto"
     ) -> LMRouter:
         device = resolve_device(device)
-        tokenizer, model = _load(folder / MODEL_DIR, None, device)
+        tokenizer, model = load_classifier(folder / MODEL_DIR, None, device)
         if model.config.num_labels != scheme.num_classes:
             raise RouterError(
                 f"{folder}: the model has {model.config.num_labels} outputs but the label scheme "

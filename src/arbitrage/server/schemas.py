@@ -199,3 +199,17 @@ class ModelCard(BaseModel):
 class ModelList(BaseModel):
     object: Literal["list"] = "list"
     data: list[ModelCard]
+
+
+class ErrorDetail(_Strict):
+    message: str = Field(min_length=1)  # for users: what was wrong and, where it helps, what to do
+    type: str  # invalid_request_error, authentication_error, ..., server_error
+    param: str | None  # the request field at fault, if one is
+    code: str | None  # a machine-readable reason, e.g. "invalid_json", "timeout"
+
+
+class ErrorResponse(_Strict):
+    """Every error the server answers (``arbitrage.server.errors``), exactly these keys; also the event
+    a stream ends with when its solve fails."""
+
+    error: ErrorDetail

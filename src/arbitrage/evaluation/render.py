@@ -1,4 +1,6 @@
-"""Human-readable rendering of steps and solve summaries (rich)."""
+"""What the CLI shows, as rich text and tables: a solve's steps and summary, an evaluation's and a sweep's
+summaries, the step scorers' results (``eval-prm``). Built from the result objects; the caller passes the
+console, so the library itself prints nothing."""
 
 from __future__ import annotations
 
