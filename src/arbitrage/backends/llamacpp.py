@@ -114,7 +114,7 @@ class LlamaCppGenerator:
         settings = settings or load_settings()
         self.name = name or path.stem
         self.path = path
-        self.prompt_style = prompt_style or PromptStyle()
+        style = prompt_style or PromptStyle()
         if chat_format is not None and chat_format not in FALLBACK_FORMATS:
             known = ", ".join(FALLBACK_FORMATS)
             raise ConfigError(
@@ -151,7 +151,7 @@ class LlamaCppGenerator:
         self._vocab = llama_cpp.llama_model_get_vocab(self.llm.model)
         self._rng = np.random.default_rng(seed)
         self._lock = threading.Lock()  # one KV cache: calls on this model are serialised
-        self.prompts = ChatPrompts(self.llm, self.name, self.prompt_style, chat_format)
+        self.prompts = ChatPrompts(self.llm, self.name, style, chat_format)
         self._closed = False
         self.determinism = self._pick_determinism(determinism or settings.llama_determinism)
         self.verify = verify or settings.llama_verify  # see ARBITRAGE_LLAMA_VERIFY
@@ -282,6 +282,15 @@ class LlamaCppGenerator:
 
     def tokenize(self, text: str, special: bool = False) -> list[int]:
         return list(self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=special))
+
+    @property
+    def prompt_style(self) -> PromptStyle:
+        """The instruction wrapped around each question (owned by the chat prompt helper)."""
+        return self.prompts.prompt_style
+
+    @prompt_style.setter
+    def prompt_style(self, style: PromptStyle) -> None:
+        self.prompts.set_style(style)
 
     def tokenize_prompt(self, prompt: str) -> list[int]:
         """Tokens of a chat-formatted prompt, special tokens parsed, BOS added as the model wants it."""

@@ -25,6 +25,11 @@ class ChatPrompts:
         self._formatter = self._make_formatter()
         self._prompt_cache: dict[str, list[int]] = {}
 
+    def set_style(self, style: PromptStyle) -> None:
+        """Wrap questions in ``style`` from now on (a judge takes over its model this way)."""
+        self.prompt_style = style
+        self._prompt_cache = {}
+
     def token_text(self, token: int) -> str:
         """The text of one token, special tokens spelled out ("" for a negative id)."""
         if token < 0:
