@@ -24,6 +24,7 @@ from arbitrage.policies import (
     ContextView,
     DraftConfidence,
     EarlyDecisions,
+    RandomPolicy,
     StepView,
     TargetOnlyPolicy,
     build_policy,
@@ -185,6 +186,34 @@ def test_before_the_draft_a_confident_draft_writes_every_step() -> None:
     assert reason.startswith("accepted: draft_nll 0.200 ≤ τ 0.400 on the draft's proposal for step 0")
 
 
+@pytest.mark.parametrize("probe_tokens", [0, 1])
+def test_the_random_score_escalates_the_steps_random_mixing_does_at_the_early_point(
+    probe_tokens: int,
+) -> None:
+    """The cost-matched control: the random policy's draw per step, decided where the early point decides
+    (before the draft writes: no draft call for an escalated step; after a 1-token probe)."""
+    policy = build_policy("early", policy_options("early", probe_tokens=probe_tokens, score="random",
+                                                  target_rate=0.5))  # fmt: skip
+    assert isinstance(policy, EarlyPolicy) and policy.tau == pytest.approx(0.5)
+    assert policy.name == f"early(m={probe_tokens},random,tau=0.5,rate=0.5)"
+    escalated = 0
+    for i in range(12):
+        question = f"q{i}?"
+        draft, target = models()
+        mixed = Engine(draft, target, RandomPolicy(0.5)).solve(question)
+        e = engine(policy)
+        early = e.solve(question)
+        assert [s.role for s in early.steps] == [s.role for s in mixed.steps]
+        assert early.solution == mixed.solution
+        expected_point = "before_draft" if probe_tokens == 0 else "probe"
+        assert all(s.decisions[0].point == expected_point for s in early.steps)
+        escalated += sum(s.role == "target" for s in early.steps)
+        if probe_tokens == 0:  # the draft wrote only the steps it kept
+            kept = sum(s.role == "draft" for s in early.steps)
+            assert len(e.draft.calls) == kept  # type: ignore[attr-defined]
+    assert 0 < escalated < 36  # a mix, not all or nothing
+
+
 def test_the_context_view_asks_for_the_last_step_once() -> None:
     calls: list[int] = []
 
@@ -265,6 +294,7 @@ def test_the_default_early_policy_takes_tau_from_the_installed_table() -> None:
     [
         ({"probe_tokens": -1}, "probe_tokens must be 0 (before the draft writes) or more, got -1"),
         ({"probe_tokens": 0, "score": "target_nll"}, "Before the draft writes (probe_tokens 0)"),
+        ({"probe_tokens": 0, "score": "target_nll"}, "draft_entropy, random, got"),
         ({"score": "nope"}, "Unknown early score 'nope'"),
         ({"threshold": 1.0, "target_rate": 0.2}, "either threshold or target_rate, not both"),
         ({"target_rate": 1.5}, "target_rate must be within [0, 1]"),

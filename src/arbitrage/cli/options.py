@@ -154,7 +154,8 @@ class Policy:
         None,
         "verify, early: the score, escalate iff it exceeds --threshold. verify: target_nll (default), "
         "gsi, target_min_nll, disagree, divergence; early: the draft's confidence, draft_entropy "
-        "(default), draft_nll, draft_max_nll, or one of verify's on the probe's tokens.",
+        "(default), draft_nll, draft_max_nll, one of verify's on the probe's tokens, or random (the "
+        "cost-matched control).",
     )
     calibration: Path | None = option(
         None,

@@ -51,10 +51,15 @@ class RandomPolicy:
         return f"random(p={self.p:g})"
 
     def decide(self, view: StepView) -> Decision:
-        draw = random.Random(f"{self.seed}|{view.question}|{len(view.history)}").random()
+        draw = step_draw(self.seed, view.question, len(view.history))
         return Decision(
             escalate=draw < self.p,
             score=draw,
             threshold=self.p,
             reason=f"draw {draw:.3f} {'<' if draw < self.p else '>='} p",
         )
+
+
+def step_draw(seed: int, question: str, index: int) -> float:
+    """The random policy's uniform draw for step ``index`` of ``question``: a function of the three alone."""
+    return random.Random(f"{seed}|{question}|{index}").random()

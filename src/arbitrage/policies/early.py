@@ -41,7 +41,8 @@ from typing import Any
 
 from arbitrage.errors import ConfigError, PolicyOptionError
 from arbitrage.policies.base import ContextView, DraftConfidence, StepView
-from arbitrage.policies.options import DRAFT_SCORES, VERIFY_SCORES, EarlyOptions
+from arbitrage.policies.basic import step_draw
+from arbitrage.policies.options import DRAFT_SCORES, RANDOM_SCORE, VERIFY_SCORES, EarlyOptions
 from arbitrage.policies.verify import (
     CALIBRATION_QUANTILES,
     VerificationStats,
@@ -49,7 +50,7 @@ from arbitrage.policies.verify import (
     tau_for_rate,
     verification_score,
 )
-from arbitrage.trace import Decision
+from arbitrage.trace import Decision, DecisionPoint
 
 CALIBRATION_FILE = "early_calibration.json"  # the packaged table, in the arbitrage.data package
 CALIBRATED_PROBES = (0, 1, 2, 3, 4, 6, 8, 12, 16, 24, 32)  # the m a built table holds
@@ -89,9 +90,25 @@ class EarlyPolicy:
         rate = f",rate={self.target_rate:g}" if self.target_rate is not None else ""
         return f"early(m={self._probe_tokens},{self.score},tau={self.tau:.4g}{rate})"
 
+    def _random(self, question: str, index: int, point: DecisionPoint, info: dict[str, Any]) -> Decision:
+        """The control: escalate iff 1 − draw > τ, the draw the random policy makes for this step."""
+        score = 1.0 - step_draw(0, question, index)
+        escalate = score > self.tau
+        return Decision(
+            escalate=escalate,
+            score=score,
+            threshold=self.tau,
+            reason=f"random 1 − draw {score:.3f} {'>' if escalate else '≤'} τ {self.tau:.3f}: "
+            f"{'the target writes' if escalate else 'the draft writes'}",
+            info={**info, "score": RANDOM_SCORE},
+            point=point,
+        )
+
     def before_draft(self, view: ContextView) -> Decision | None:
         if self._probe_tokens > 0:
             return None  # this policy decides at the probe
+        if self.score == RANDOM_SCORE:
+            return self._random(view.question, len(view.history), "before_draft", {"probe_tokens": 0})
         confidence = view.last_step_confidence()
         if confidence is None:
             return Decision(
@@ -118,6 +135,8 @@ class EarlyPolicy:
         written = view.draft.tokens
         info: dict[str, Any] = {"score": self.score, "probe_tokens": self._probe_tokens, "written": written,
                                 "whole_step": not view.partial}  # fmt: skip
+        if self.score == RANDOM_SCORE:
+            return self._random(view.question, len(view.history), "probe", info)
         if self.score in DRAFT_SCORES:
             score = draft_score(self.score, DraftConfidence.of(view.draft, "the draft's probe"))
             agreed = None
@@ -301,6 +320,9 @@ def build_early_policy(options: EarlyOptions) -> EarlyPolicy:
     if options.threshold is not None:
         return EarlyPolicy(options.score, options.threshold, options.probe_tokens)
     assert options.target_rate is not None  # validated: exactly one is set
+    if options.score == RANDOM_SCORE:  # a uniform draw: τ for a rate needs no table
+        return EarlyPolicy(RANDOM_SCORE, 1.0 - options.target_rate, options.probe_tokens,
+                           target_rate=options.target_rate)  # fmt: skip
     tables, where = load_early_calibration(options.calibration)
     rows = (tables.get(str(options.probe_tokens)) or {}).get(options.score)
     if not rows:

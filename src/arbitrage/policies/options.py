@@ -177,7 +177,10 @@ class VerifyOptions:
 # the early policy's scores read from the draft's side alone (no target call): its confidence on the
 # probe's tokens, or, before the draft writes, on its proposal for the last step (see policies/early.py)
 DRAFT_SCORES = ("draft_nll", "draft_max_nll", "draft_entropy")
-EARLY_SCORES = (*VERIFY_SCORES, *DRAFT_SCORES)
+# the cost-matched control: a draw per step, the same one the random policy makes (seed 0), so
+# early@...score=random at rate r escalates the steps random:p=r does, at the early point's cost
+RANDOM_SCORE = "random"
+EARLY_SCORES = (*VERIFY_SCORES, *DRAFT_SCORES, RANDOM_SCORE)
 # the early policy's defaults when neither a threshold nor a rate is given, and its probe: the measured
 # trade-off of benchmarks/early_escalation.py (docs/performance.md, "Early escalation")
 DEFAULT_EARLY_RATE = 0.2
@@ -198,7 +201,8 @@ class EarlyOptions:
     # the probe's score: the draft's own confidence on its tokens (draft_entropy, draft_nll,
     # draft_max_nll; no target call) or a verification score of them (the target verifies them:
     # target_min_nll, the first strong disagreement, and the others of the verify policy); probe_tokens 0:
-    # a draft score (of its proposal for the last step)
+    # a draft score (of its proposal for the last step); random: a draw per step, the cost-matched
+    # control (τ = 1 − target_rate, no calibration table)
     score: str = DEFAULT_EARLY_SCORE
     threshold: float | None = None  # τ: escalate iff score > τ (the score's own units)
     target_rate: float | None = None  # or: the share of steps to escalate, in [0, 1] (τ from calibration)
@@ -214,10 +218,10 @@ class EarlyOptions:
             raise PolicyOptionError(
                 f"Unknown early {{score}} {self.score!r} (known: {', '.join(EARLY_SCORES)})", "score"
             )
-        if self.probe_tokens == 0 and self.score not in DRAFT_SCORES:
+        if self.probe_tokens == 0 and self.score not in (*DRAFT_SCORES, RANDOM_SCORE):
             raise PolicyOptionError(
                 f"Before the draft writes ({{probe_tokens}} 0) the target has nothing to verify: {{score}} "
-                f"must be one of {', '.join(DRAFT_SCORES)}, got {self.score!r}",
+                f"must be one of {', '.join((*DRAFT_SCORES, RANDOM_SCORE))}, got {self.score!r}",
                 "probe_tokens",
                 "score",
             )
