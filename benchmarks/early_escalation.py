@@ -78,6 +78,8 @@ LIVE_VARIANTS = (
     ("m4d", 4, "draft_nll"),  # the draft's first 4 tokens, its own confidence
     ("m2t", 2, "target_min_nll"),  # the target verifies 2 tokens: the first strong disagreement
     ("m8t", 8, "target_nll"),  # the target verifies 8 tokens
+    ("m1r", 1, "random"),  # the control at m = 1: the random policy's draw, after a 1-token probe
+    ("m0r", 0, "random"),  # the control before the draft writes (nothing of an escalated step is drafted)
 )
 LIVE_RATES = "0.2,0.4"
 
@@ -377,6 +379,11 @@ def _projected(row: Mapping[str, Any], projection: Mapping[str, Any] | None) -> 
     if projection is None or row.get("policy_name") != "early" or variant is None:
         return "-"
     m, score = variant
+    if score == "random":  # the control's projection: the random choice at that decision point
+        for c in projection.get("controls", []):
+            if c["probe_tokens"] == m and c["side"] == "draft" and str(c["rate"]) == str(row.get("value")):
+                return f"{c['random']['speedup']:.2f}x"
+        return "-"
     for p in projection["points"]:
         if p["probe_tokens"] == m and p["score"] == score:
             at = p["rates"].get(str(row.get("value")))
