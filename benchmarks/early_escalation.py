@@ -38,6 +38,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from arbitrage.costs import read_costs
 from arbitrage.evaluation.early import (
     FULL_STEP,
@@ -368,9 +370,73 @@ def compare(out: Path, projection_path: Path) -> None:
         speed = f"{target['latency_mean_s'] / mean:.2f}x" if target and mean else "-"
         lines.append(f"| {row['point']} | {row['problems']} | {row['accuracy']:.3f} | {row['escalations']} | "
                      f"{mean:.2f} | {speed} | {_projected(row, projection)} |")  # fmt: skip
+    paired = paired_comparisons(out, rows)
+    if paired:
+        lines += ["", "Paired on the same problems (bootstrap 95%, 2,000 resamples): each early point against "
+                  "target-only and against its cost-matched control (the random score at the same decision "
+                  "point and rate).", "",
+                  "| point | versus | problems | accuracy difference [95% CI] | speed [95% CI] |",
+                  "| --- | --- | ---: | --- | --- |"]  # fmt: skip
+        for r in paired:
+            lines.append(f"| {r['point']} | {r['versus']} | {r['problems']} | {_ci(r['difference'], r['difference_ci'], '+.3f')} | "
+                         f"{_ci(r['speed'], r['speed_ci'], '.2f', 'x')} |")  # fmt: skip
+        (out / "compare.json").write_text(json.dumps(paired, indent=1) + "\n")
     text = "\n".join(lines)
     (out / "compare.md").write_text(text + "\n")
     print(text)
+
+
+def _ci(value: float, ci: Sequence[float], spec: str, unit: str = "") -> str:
+    return f"{value:{spec}}{unit} [{ci[0]:{spec}}, {ci[1]:{spec}}]"
+
+
+def paired_comparisons(
+    out: Path, rows: Sequence[Mapping[str, Any]], resamples: int = 2000, seed: int = 0
+) -> list[dict[str, Any]]:
+    """Each early point against target-only and against its control (same m, score random, same rate):
+    accuracy difference and speed (the other's mean latency over the point's), paired over the problems
+    both finished without error, with percentile bootstrap intervals."""
+    from arbitrage.evaluation.report import load_records
+
+    records = load_records(out, list(rows))
+    if records is None:
+        return []
+    variants = {name: (m, score) for name, m, score in LIVE_VARIANTS}
+
+    def key(row: Mapping[str, Any]) -> tuple[int, str, str] | None:
+        v = variants.get(str(row.get("variant") or ""))
+        return None if row.get("policy_name") != "early" or v is None else (v[0], v[1], str(row.get("value")))
+
+    by_key = {k: str(r["point"]) for r in rows if (k := key(r)) is not None}
+    rng = np.random.default_rng(seed)
+    result: list[dict[str, Any]] = []
+    for row in rows:
+        k = key(row)
+        if k is None or k[1] == "random":
+            continue
+        others = [("target", "target")] if any(r["point"] == "target" for r in rows) else []
+        if (k[0], "random", k[2]) in by_key:
+            others.append((by_key[k[0], "random", k[2]], "random control"))
+        for other, label in others:
+            mine = {r.id: r for r in records[str(row["point"])] if r.error is None}
+            theirs = {r.id: r for r in records[other] if r.error is None}
+            ids = sorted(set(mine) & set(theirs))
+            if len(ids) < 2:
+                continue
+            correct = np.array([[mine[i].correct, theirs[i].correct] for i in ids], dtype=float)
+            seconds = np.array([[mine[i].latency_seconds, theirs[i].latency_seconds] for i in ids])
+            draws = rng.integers(0, len(ids), size=(resamples, len(ids)))
+            diff = correct[draws, 0].mean(axis=1) - correct[draws, 1].mean(axis=1)
+            speed = seconds[draws, 1].mean(axis=1) / seconds[draws, 0].mean(axis=1)
+            result.append({
+                "point": row["point"], "versus": f"{label} ({other})" if label != "target" else "target",
+                "problems": len(ids),
+                "difference": float(correct[:, 0].mean() - correct[:, 1].mean()),
+                "difference_ci": [float(x) for x in np.percentile(diff, [2.5, 97.5])],
+                "speed": float(seconds[:, 1].mean() / seconds[:, 0].mean()),
+                "speed_ci": [float(x) for x in np.percentile(speed, [2.5, 97.5])],
+            })  # fmt: skip
+    return result
 
 
 def _projected(row: Mapping[str, Any], projection: Mapping[str, Any] | None) -> str:
