@@ -7,7 +7,8 @@ the same GGUF files, the same threads and the project's own chat prompts, greedy
 Configurations (``--configs``, in this order; each runs on every problem before the next starts):
 
 - ``server``: ``llama-server -m TARGET`` (target alone), ``/completion`` with the target's chat prompt;
-- ``server_md3`` / ``server_md8``: the same with ``-md DRAFT`` token-level speculation, at most 3 / 8
+- ``server_md3`` / ``server_md8``: the same with ``--spec-type draft-simple -md DRAFT`` token-level
+  speculation (``-md`` alone only loads the draft: this llama.cpp drafts nothing without it), at most 3 / 8
   drafted tokens;
 - ``target``: ``arbitrage --policy target`` (serving mode: no re-evaluation);
 - ``speculate``: ``--policy target`` with token-level speculation forced on at k = 3 (not adaptive);
@@ -17,8 +18,10 @@ Configurations (``--configs``, in this order; each runs on every problem before 
 
 ``llama-server`` is the one on PATH, else ``--llama-server PATH``, else built (cmake) from the
 llama.cpp source vendored in the pinned llama-cpp-python sdist into ``$ARBITRAGE_HOME/llama-server``.
-It runs with ``--no-repack`` (these machines fault on AMX repacking, as the project's own loader
-avoids), ``-t THREADS``, ``-c 4096``, ``-fa on`` (flash attention, as arbitrage's default).
+It runs with the weight layout arbitrage's own loader picks for the target on this machine (repacked
+weights, llama.cpp's default, unless the CPU has AMX and the project's probe found repacking faults:
+then ``--no-repack``), ``-t THREADS``, ``-c 4096``, ``-fa on`` (flash attention, as arbitrage's
+default). Each record notes ``repack``.
 
 Latency is the wall clock of one request (server: from the request to the last byte; arbitrage: one
 ``Engine.solve``). arbitrage stops at the step that states a ``\\boxed{}`` answer; a server request
@@ -49,6 +52,7 @@ from typing import Any
 
 import numpy as np
 
+from arbitrage.backends.llamacpp_probe import extra_bufts_allowed
 from arbitrage.backends.speculation import SpeculationConfig
 from arbitrage.engine import EngineConfig
 from arbitrage.evaluation.datasets import Problem, load_problems
@@ -106,10 +110,15 @@ class Server:
 
     def __init__(self, binary: Path, target: Path, draft: Path | None, n_max: int, threads: int) -> None:
         args = [str(binary), "-m", str(target), "--host", "127.0.0.1", "--port", str(PORT), "-c", "4096",
-                "-t", str(threads), "-tb", str(threads), "--no-repack", "-fa", "on", "-np", "1",
+                "-t", str(threads), "-tb", str(threads), "-fa", "on", "-np", "1",
                 "--no-webui"]  # fmt: skip
+        self.repack = extra_bufts_allowed(target, load_settings())  # as arbitrage loads the target
+        if not self.repack:
+            args.append("--no-repack")
         if draft is not None:
-            args += [
+            args += [  # -md alone only loads the draft: without --spec-type nothing is drafted
+                "--spec-type",
+                "draft-simple",
                 "-md",
                 str(draft),
                 "--spec-draft-n-max",
@@ -199,9 +208,12 @@ def run_server(config: str, problems: list[Problem], prompts: dict[str, str], ou
             text = str(data.get("content", ""))
             timings = data.get("timings", {})
             g = grade(text, problem.answer)
+            if config.startswith("server_md") and timings.get("draft_n") is None:
+                raise SystemExit(f"{config}: llama-server drafted nothing for problem {problem.id} "
+                                 f"(no draft_n in its timings; see {server.log.name})")  # fmt: skip
             append(path, {"id": problem.id, "seconds": data["_seconds"], "tokens": timings.get("predicted_n"),
                           "draft_accepted": timings.get("draft_n_accepted"), "draft_n": timings.get("draft_n"),
-                          "correct": g.correct, "predicted": g.predicted, "text": text})  # fmt: skip
+                          "repack": server.repack, "correct": g.correct, "predicted": g.predicted, "text": text})  # fmt: skip
             print(f"{config} {i}/{len(todo)} {data['_seconds']:.1f}s correct={g.correct}", flush=True)
     finally:
         server.close()
