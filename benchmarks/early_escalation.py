@@ -41,6 +41,7 @@ from typing import Any
 import numpy as np
 
 from arbitrage.costs import read_costs
+from arbitrage.evaluation.bootstrap import RESAMPLES, SEED
 from arbitrage.evaluation.early import (
     FULL_STEP,
     BatchCurve,
@@ -391,11 +392,18 @@ def _ci(value: float, ci: Sequence[float], spec: str, unit: str = "") -> str:
 
 
 def paired_comparisons(
-    out: Path, rows: Sequence[Mapping[str, Any]], resamples: int = 2000, seed: int = 0
+    out: Path, rows: Sequence[Mapping[str, Any]], resamples: int = RESAMPLES, seed: int = SEED
 ) -> list[dict[str, Any]]:
     """Each early point against target-only and against its control (same m, score random, same rate):
-    accuracy difference and speed (the other's mean latency over the point's), paired over the problems
-    both finished without error, with percentile bootstrap intervals."""
+    accuracy difference and speed (the other's mean latency over the point's), with the sweep report's
+    paired bootstrap (every point on the same resamples of problems; errored problems left out of the
+    point they errored in)."""
+    from arbitrage.evaluation.bootstrap import (
+        PointSamples,
+        percentile_interval,
+        resample_point,
+        resample_points,
+    )
     from arbitrage.evaluation.report import load_records
 
     records = load_records(out, list(rows))
@@ -407,34 +415,32 @@ def paired_comparisons(
         v = variants.get(str(row.get("variant") or ""))
         return None if row.get("policy_name") != "early" or v is None else (v[0], v[1], str(row.get("value")))
 
+    ids = sorted({r.id for point in records.values() for r in point})
+    samples = {point: PointSamples.from_records(recs, ids) for point, recs in records.items()}
+    boot = resample_points(samples, resamples, seed)
+    whole = {point: resample_point(s, np.arange(len(ids))[None, :]) for point, s in samples.items()}
     by_key = {k: str(r["point"]) for r in rows if (k := key(r)) is not None}
-    rng = np.random.default_rng(seed)
+    has_target = "target" in records
     result: list[dict[str, Any]] = []
     for row in rows:
         k = key(row)
         if k is None or k[1] == "random":
             continue
-        others = [("target", "target")] if any(r["point"] == "target" for r in rows) else []
-        if (k[0], "random", k[2]) in by_key:
-            others.append((by_key[k[0], "random", k[2]], "random control"))
+        mine = str(row["point"])
+        others = [("target", "target")] if has_target else []
+        if (control := by_key.get((k[0], "random", k[2]))) is not None:
+            others.append((control, f"random control ({control})"))
         for other, label in others:
-            mine = {r.id: r for r in records[str(row["point"])] if r.error is None}
-            theirs = {r.id: r for r in records[other] if r.error is None}
-            ids = sorted(set(mine) & set(theirs))
-            if len(ids) < 2:
+            difference = percentile_interval(boot[mine].accuracy - boot[other].accuracy)
+            speed = percentile_interval(boot[other].latency / boot[mine].latency)
+            if difference.to_list() is None or speed.to_list() is None:
                 continue
-            correct = np.array([[mine[i].correct, theirs[i].correct] for i in ids], dtype=float)
-            seconds = np.array([[mine[i].latency_seconds, theirs[i].latency_seconds] for i in ids])
-            draws = rng.integers(0, len(ids), size=(resamples, len(ids)))
-            diff = correct[draws, 0].mean(axis=1) - correct[draws, 1].mean(axis=1)
-            speed = seconds[draws, 1].mean(axis=1) / seconds[draws, 0].mean(axis=1)
             result.append({
-                "point": row["point"], "versus": f"{label} ({other})" if label != "target" else "target",
-                "problems": len(ids),
-                "difference": float(correct[:, 0].mean() - correct[:, 1].mean()),
-                "difference_ci": [float(x) for x in np.percentile(diff, [2.5, 97.5])],
-                "speed": float(seconds[:, 1].mean() / seconds[:, 0].mean()),
-                "speed_ci": [float(x) for x in np.percentile(speed, [2.5, 97.5])],
+                "point": mine, "versus": label, "problems": int(samples[mine].completed.sum()),
+                "difference": float(whole[mine].accuracy[0] - whole[other].accuracy[0]),
+                "difference_ci": difference.to_list(),
+                "speed": float(whole[other].latency[0] / whole[mine].latency[0]),
+                "speed_ci": speed.to_list(),
             })  # fmt: skip
     return result
 
