@@ -90,19 +90,33 @@ class EarlyPolicy:
         rate = f",rate={self.target_rate:g}" if self.target_rate is not None else ""
         return f"early(m={self._probe_tokens},{self.score},tau={self.tau:.4g}{rate})"
 
-    def _random(self, question: str, index: int, point: DecisionPoint, info: dict[str, Any]) -> Decision:
-        """The control: escalate iff 1 − draw > τ, the draw the random policy makes for this step."""
-        score = 1.0 - step_draw(0, question, index)
+    def _against_tau(
+        self,
+        score: float,
+        label: str,
+        on: str,
+        verdicts: tuple[str, str],
+        info: dict[str, Any],
+        point: DecisionPoint,
+    ) -> Decision:
+        """Escalate iff ``score`` > τ; the reason names the score, its evidence (``on``) and the verdict
+        (``verdicts``: escalated, not escalated)."""
         escalate = score > self.tau
         return Decision(
             escalate=escalate,
             score=score,
             threshold=self.tau,
-            reason=f"random 1 − draw {score:.3f} {'>' if escalate else '≤'} τ {self.tau:.3f}: "
-            f"{'the target writes' if escalate else 'the draft writes'}",
-            info={**info, "score": RANDOM_SCORE},
+            reason=f"{label} {score:.3f} {'>' if escalate else '≤'} τ {self.tau:.3f}{on}: "
+            f"{verdicts[0] if escalate else verdicts[1]}",
+            info=info,
             point=point,
-        )
+        )  # fmt: skip
+
+    def _random(self, question: str, index: int, point: DecisionPoint, info: dict[str, Any]) -> Decision:
+        """The control: escalate iff 1 − draw > τ, the draw the random policy makes for this step."""
+        score = 1.0 - step_draw(0, question, index)
+        return self._against_tau(score, "random 1 − draw", "", ("the target writes", "the draft writes"),
+                                 {**info, "score": RANDOM_SCORE}, point)  # fmt: skip
 
     def before_draft(self, view: ContextView) -> Decision | None:
         if self._probe_tokens > 0:
@@ -118,18 +132,11 @@ class EarlyPolicy:
                 info={"probe_tokens": 0},
                 point="before_draft",
             )
-        score = draft_score(self.score, confidence)
-        escalate = score > self.tau
-        verdict = "the target writes the step" if escalate else "the draft writes the step"
-        return Decision(
-            escalate=escalate,
-            score=score,
-            threshold=self.tau,
-            reason=f"{self.score} {score:.3f} {'>' if escalate else '≤'} τ {self.tau:.3f} on "
-            f"{confidence.source}: {verdict}",
-            info={"score": self.score, "probe_tokens": 0, "evidence": confidence.source},
-            point="before_draft",
-        )
+        return self._against_tau(
+            draft_score(self.score, confidence), self.score, f" on {confidence.source}",
+            ("the target writes the step", "the draft writes the step"),
+            {"score": self.score, "probe_tokens": 0, "evidence": confidence.source}, "before_draft",
+        )  # fmt: skip
 
     def after_probe(self, view: StepView) -> Decision:
         written = view.draft.tokens
@@ -146,21 +153,11 @@ class EarlyPolicy:
             divergence = verification.first_divergence
             agreed = verification.n if divergence is None else min(divergence, verification.n)
             info.update(agreed=agreed, verified=verification.n, first_divergence=divergence)
-        escalate = score > self.tau
-        if escalate:
-            kept = f" from the {agreed} agreed tokens" if agreed is not None else ""
-            verdict = f"the target continues{kept}"
-        else:
-            verdict = "the step is accepted" if not view.partial else "the draft goes on"
-        return Decision(
-            escalate=escalate,
-            score=score,
-            threshold=self.tau,
-            reason=f"{self.score} {score:.3f} {'>' if escalate else '≤'} τ {self.tau:.3f} on the first "
-            f"{written} draft tokens: {verdict}",
-            info=info,
-            point="probe",
-        )
+        kept = f" from the {agreed} agreed tokens" if agreed is not None else ""
+        accepted = "the draft goes on" if view.partial else "the step is accepted"
+        verdicts = (f"the target continues{kept}", accepted)
+        return self._against_tau(score, self.score, f" on the first {written} draft tokens", verdicts, info,
+                                 "probe")  # fmt: skip
 
     def decide(self, view: StepView) -> Decision:
         """Accept the step: the decision was taken at the earlier point (its reason is repeated)."""
