@@ -4,7 +4,12 @@ the same GGUF files, the same threads and the project's own chat prompts, greedy
     .venv/bin/python benchmarks/vs_llama_server.py --dataset gsm8k --limit 12 \
         --out benchmarks/results/vs_llama_server/gsm8k
 
-Configurations (``--configs``, in this order; each runs on every problem before the next starts):
+Configurations (``--configs``). With ``--schedule interleaved`` (the default) every configuration is
+open at once (one llama-server process per server configuration, one arbitrage run per arbitrage
+configuration) and each problem runs through all of them before the next problem starts: ``target``
+first (its token count caps the server's), the others in an order that rotates from problem to
+problem, so a slow or busy stretch of the machine falls on every configuration alike instead of on
+whichever ran then. ``--schedule blocked`` runs each configuration on every problem before the next.
 
 - ``server``: ``llama-server -m TARGET`` (target alone), ``/completion`` with the target's chat prompt;
 - ``server_md3`` / ``server_md8``: the same with ``--spec-type draft-simple -md DRAFT`` token-level
@@ -28,9 +33,13 @@ Latency is the wall clock of one request (server: from the request to the last b
 would go on to the end of the answer, so it is capped at the tokens arbitrage's ``target`` run wrote
 for that problem (run ``target`` first), and texts are compared on arbitrage's length ("identical":
 the text starts with arbitrage target's solution, whitespace normalised). Records are
-one JSON line per problem and configuration (resumable); the summary has per-configuration mean
-seconds, tokens/s, correct, and each configuration's speed relative to ``server`` with a paired
-bootstrap 95% interval. Writes ``summary.json``, ``summary.md`` and ``latency.png``.
+one JSON line per problem and configuration (resumable; each notes its schedule and its place in the
+problem's order, and the server's own ``timings`` or arbitrage's prefill/decode seconds). The summary
+has per-configuration mean seconds, tokens/s, correct, each configuration's speed relative to
+``server`` and to arbitrage ``target`` with a paired bootstrap 95% interval, and the ratio of generated
+tokens per second to the server's (paired likewise): texts differ where batch-dependent kernels flip a
+near-tie, and the server stops at an end token while arbitrage's count caps it, so the per-token rate
+is the comparison of the same work. Writes ``summary.json``, ``summary.md`` and ``latency.png``.
 """
 
 from __future__ import annotations
@@ -108,8 +117,11 @@ def find_llama_server(given: Path | None) -> Path:
 class Server:
     """A llama-server process on 127.0.0.1 for one configuration."""
 
-    def __init__(self, binary: Path, target: Path, draft: Path | None, n_max: int, threads: int) -> None:
-        args = [str(binary), "-m", str(target), "--host", "127.0.0.1", "--port", str(PORT), "-c", "4096",
+    def __init__(
+        self, binary: Path, target: Path, draft: Path | None, n_max: int, threads: int, port: int
+    ) -> None:
+        self.port = port
+        args = [str(binary), "-m", str(target), "--host", "127.0.0.1", "--port", str(port), "-c", "4096",
                 "-t", str(threads), "-tb", str(threads), "-fa", "on", "-np", "1",
                 "--no-webui"]  # fmt: skip
         self.repack = extra_bufts_allowed(target, load_settings())  # as arbitrage loads the target
@@ -135,7 +147,7 @@ class Server:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"llama-server exited ({self.proc.returncode}); see {self.log.name}")
             try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{PORT}/health", timeout=2) as r:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
                     if r.status == 200:
                         return
             except OSError:
@@ -146,7 +158,7 @@ class Server:
         body = {"prompt": prompt, "n_predict": n_predict, "temperature": 0, "top_k": 1, "cache_prompt": False,
                 "seed": 0}  # fmt: skip
         request = urllib.request.Request(
-            f"http://127.0.0.1:{PORT}/completion", data=json.dumps(body).encode(),
+            f"http://127.0.0.1:{self.port}/completion", data=json.dumps(body).encode(),
             headers={"Content-Type": "application/json"},
         )  # fmt: skip
         t0 = time.perf_counter()
@@ -192,56 +204,125 @@ def token_budgets(out: Path) -> dict[str, int]:
     }
 
 
-def run_server(config: str, problems: list[Problem], prompts: dict[str, str], out: Path, args: Any) -> None:
-    path = out / f"{config}.jsonl"
-    todo = [p for p in problems if p.id not in done_ids(path)]
-    if not todo:
-        return
-    n_max = {"server": 0, "server_md3": 3, "server_md8": 8}[config]
-    draft = resolve_model_path(args.draft) if n_max else None
-    server = Server(args.binary, resolve_model_path(args.target), draft, n_max, args.threads)
+class ServerRunner:
+    """One llama-server configuration: started at :meth:`open`, one request per problem."""
+
+    def __init__(self, config: str, prompts: dict[str, str], args: Any, port: int) -> None:
+        self.config, self.prompts, self.args, self.port = config, prompts, args, port
+        self.server: Server | None = None
+
+    def open(self) -> None:
+        n_max = {"server": 0, "server_md3": 3, "server_md8": 8}[self.config]
+        draft = resolve_model_path(self.args.draft) if n_max else None
+        self.server = Server(self.args.binary, resolve_model_path(self.args.target), draft, n_max,
+                             self.args.threads, self.port)  # fmt: skip
+        self.server.complete(next(iter(self.prompts.values()))[:200], 16)  # warm-up, not recorded
+
+    def solve(self, problem: Problem, budget: int | None) -> dict[str, Any]:
+        assert self.server is not None
+        data = self.server.complete(self.prompts[problem.id], budget or 2048)
+        text = str(data.get("content", ""))
+        timings = data.get("timings", {})
+        g = grade(text, problem.answer)
+        if self.config.startswith("server_md") and timings.get("draft_n") is None:
+            raise SystemExit(f"{self.config}: llama-server drafted nothing for problem {problem.id} "
+                             f"(no draft_n in its timings; see {self.server.log.name})")  # fmt: skip
+        return {"id": problem.id, "seconds": data["_seconds"], "tokens": timings.get("predicted_n"),
+                "draft_accepted": timings.get("draft_n_accepted"), "draft_n": timings.get("draft_n"),
+                "prompt_ms": timings.get("prompt_ms"), "predicted_ms": timings.get("predicted_ms"),
+                "repack": self.server.repack, "correct": g.correct, "predicted": g.predicted, "text": text}  # fmt: skip
+
+    def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            self.server = None
+
+
+class ArbitrageRunner:
+    """One arbitrage configuration: its models loaded at :meth:`open`, one ``Engine.solve`` per problem."""
+
+    def __init__(self, config: str, args: Any) -> None:
+        self.config, self.args = config, args
+        self.run: Run | None = None
+
+    def open(self) -> None:
+        policy = "auto" if self.config == "auto" else "target"
+        speculation = (
+            SpeculationConfig(adaptive=False, k_start=3, k_max=3) if self.config == "speculate" else None
+        )
+        spec = RunSpec(draft=self.args.draft, target=self.args.target, policies=[policy], speculation=speculation,
+                       reproducible=self.config == "target_reproducible")  # fmt: skip
+        self.run = Run(spec).__enter__()
+        self.engine = self.run.engine(config=EngineConfig())
+        self.engine.solve("What is 2 + 3?")  # warm-up, not recorded
+
+    def solve(self, problem: Problem, budget: int | None) -> dict[str, Any]:
+        t0 = time.perf_counter()
+        trace = self.engine.solve(problem.question)
+        seconds = time.perf_counter() - t0
+        stats: list[Any] = [s.target.extra.get("speculation") for s in trace.steps if s.target is not None]
+        spec_totals = {k: sum(int(s[k]) for s in stats if s) for k in ("rounds", "proposed", "accepted")}
+        usage = trace.usage["target"]
+        g = grade(trace.solution, problem.answer)
+        return {"id": problem.id, "seconds": seconds, "tokens": usage.generated_tokens,
+                "prefill_seconds": usage.prefill_seconds, "decode_seconds": usage.decode_seconds,
+                "prefill_tokens": usage.prefill_tokens, "wall_latency_seconds": trace.wall_latency_seconds,
+                "correct": g.correct, "predicted": g.predicted, "speculation": spec_totals, "policy": trace.policy,
+                "text": trace.solution}  # fmt: skip
+
+    def close(self) -> None:
+        if self.run is not None:
+            self.run.__exit__(None, None, None)
+            self.run = None
+
+
+def problem_order(configs: list[str], index: int) -> list[str]:
+    """The configurations for problem ``index``: ``target`` first (it caps the server's tokens), the
+    rest rotated by ``index`` so that each takes every place in turn."""
+    head = [c for c in configs if c == "target"]
+    rest = [c for c in configs if c != "target"]
+    shift = index % len(rest) if rest else 0
+    return head + rest[shift:] + rest[:shift]
+
+
+def run_all(
+    configs: list[str], problems: list[Problem], prompts: dict[str, str], out: Path, args: Any
+) -> None:
+    """Run every configuration on every problem (see the module docstring for the two schedules)."""
+    runners: dict[str, ServerRunner | ArbitrageRunner] = {
+        c: ServerRunner(c, prompts, args, PORT + i) if c.startswith("server") else ArbitrageRunner(c, args)
+        for i, c in enumerate(configs)
+    }
+    opened: set[str] = set()
+    done = {c: done_ids(out / f"{c}.jsonl") for c in configs}
+
+    def one(config: str, problem: Problem, place: int) -> None:
+        if config not in opened:
+            runners[config].open()
+            opened.add(config)
+        budget = token_budgets(out).get(problem.id)
+        row = runners[config].solve(problem, budget)
+        row.update(schedule=args.schedule, place=place, finished_at=time.time())
+        append(out / f"{config}.jsonl", row)
+        done[config].add(problem.id)
+        print(f"{config} {problem.id} {row['seconds']:.1f}s tokens={row['tokens']} correct={row['correct']}",
+              flush=True)  # fmt: skip
+
     try:
-        server.complete(prompts[todo[0].id][:200], 16)  # warm-up, not recorded
-        budget = token_budgets(out)
-        for i, problem in enumerate(todo, 1):
-            data = server.complete(prompts[problem.id], budget.get(problem.id, 2048))
-            text = str(data.get("content", ""))
-            timings = data.get("timings", {})
-            g = grade(text, problem.answer)
-            if config.startswith("server_md") and timings.get("draft_n") is None:
-                raise SystemExit(f"{config}: llama-server drafted nothing for problem {problem.id} "
-                                 f"(no draft_n in its timings; see {server.log.name})")  # fmt: skip
-            append(path, {"id": problem.id, "seconds": data["_seconds"], "tokens": timings.get("predicted_n"),
-                          "draft_accepted": timings.get("draft_n_accepted"), "draft_n": timings.get("draft_n"),
-                          "repack": server.repack, "correct": g.correct, "predicted": g.predicted, "text": text})  # fmt: skip
-            print(f"{config} {i}/{len(todo)} {data['_seconds']:.1f}s correct={g.correct}", flush=True)
+        if args.schedule == "blocked":
+            for config in configs:
+                for problem in problems:
+                    if problem.id not in done[config]:
+                        one(config, problem, 0)
+                runners[config].close()
+        else:
+            for index, problem in enumerate(problems):
+                order = [c for c in problem_order(configs, index) if problem.id not in done[c]]
+                for place, config in enumerate(order):
+                    one(config, problem, place)
     finally:
-        server.close()
-
-
-def run_arbitrage(config: str, problems: list[Problem], out: Path, args: Any) -> None:
-    path = out / f"{config}.jsonl"
-    todo = [p for p in problems if p.id not in done_ids(path)]
-    if not todo:
-        return
-    policy = "auto" if config == "auto" else "target"
-    speculation = SpeculationConfig(adaptive=False, k_start=3, k_max=3) if config == "speculate" else None
-    spec = RunSpec(draft=args.draft, target=args.target, policies=[policy], speculation=speculation,
-                   reproducible=config == "target_reproducible")  # fmt: skip
-    with Run(spec) as run:
-        engine = run.engine(config=EngineConfig())
-        engine.solve(todo[0].question[:120])  # warm-up, not recorded
-        for i, problem in enumerate(todo, 1):
-            t0 = time.perf_counter()
-            trace = engine.solve(problem.question)
-            seconds = time.perf_counter() - t0
-            stats = [s.target.extra.get("speculation") for s in trace.steps if s.target is not None]
-            spec_totals = {k: sum(int(s[k]) for s in stats if s) for k in ("rounds", "proposed", "accepted")}
-            g = grade(trace.solution, problem.answer)
-            append(path, {"id": problem.id, "seconds": seconds, "tokens": trace.usage["target"].generated_tokens,
-                          "wall_latency_seconds": trace.wall_latency_seconds, "correct": g.correct, "predicted": g.predicted,
-                          "speculation": spec_totals, "policy": trace.policy, "text": trace.solution})  # fmt: skip
-            print(f"{config} {i}/{len(todo)} {seconds:.1f}s correct={g.correct} {spec_totals}", flush=True)
+        for runner in runners.values():
+            runner.close()
 
 
 def paired_ratio(base: np.ndarray, mine: np.ndarray, resamples: int = 2000) -> tuple[float, float, float]:
@@ -254,6 +335,25 @@ def paired_ratio(base: np.ndarray, mine: np.ndarray, resamples: int = 2000) -> t
         float(np.percentile(ratios, 2.5)),
         float(np.percentile(ratios, 97.5)),
     )
+
+
+def paired_rate_ratio(
+    base_seconds: np.ndarray,
+    base_tokens: np.ndarray,
+    seconds: np.ndarray,
+    tokens: np.ndarray,
+    resamples: int = 2000,
+) -> tuple[float, float, float]:
+    """(tokens/s) over the base's (tokens/s), totals over problems, with a paired bootstrap interval."""
+    rng = np.random.default_rng(0)
+    picks = rng.integers(0, len(base_seconds), size=(resamples, len(base_seconds)))
+
+    def rate(sec: np.ndarray, tok: np.ndarray) -> np.ndarray:
+        return tok[picks].sum(axis=1) / sec[picks].sum(axis=1)
+
+    ratios = rate(seconds, tokens) / rate(base_seconds, base_tokens)
+    point = (tokens.sum() / seconds.sum()) / (base_tokens.sum() / base_seconds.sum())
+    return float(point), float(np.percentile(ratios, 2.5)), float(np.percentile(ratios, 97.5))
 
 
 def summarise(out: Path, problems: list[Problem], configs: list[str]) -> dict[str, Any]:
@@ -275,6 +375,10 @@ def summarise(out: Path, problems: list[Problem], configs: list[str]) -> dict[st
         if "server" in rows:
             base = np.array([rows["server"][i]["seconds"] for i in ids])
             entry["speed_vs_server"] = paired_ratio(base, seconds)
+            base_tokens = np.array([rows["server"][i]["tokens"] or 0 for i in ids], dtype=float)
+            entry["token_rate_vs_server"] = paired_rate_ratio(base, base_tokens, seconds, tokens)
+        schedules = {recs[i].get("schedule", "blocked") for i in ids}
+        entry["schedule"] = "+".join(sorted(schedules))
         if "target" in rows and config != "target":
             base = np.array([rows["target"][i]["seconds"] for i in ids])
             entry["speed_vs_target"] = paired_ratio(base, seconds)
@@ -290,18 +394,22 @@ def summarise(out: Path, problems: list[Problem], configs: list[str]) -> dict[st
 def write_summary(out: Path, summary: dict[str, Any], title: str) -> str:
     (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
     lines = [f"# {title}", "", f"{summary['problems']} problems, every configuration on the same ones.", "",
-             "| configuration | mean s / problem | tokens/s | correct | vs llama-server [95% CI] | vs arbitrage target [95% CI] | text as arbitrage target |",
-             "| --- | ---: | ---: | ---: | --- | --- | ---: |"]  # fmt: skip
+             "| configuration | mean s / problem | tokens/s | correct | vs llama-server [95% CI] | tokens/s vs llama-server [95% CI] | vs arbitrage target [95% CI] | text as arbitrage target | schedule |",
+             "| --- | ---: | ---: | ---: | --- | --- | --- | ---: | --- |"]  # fmt: skip
 
     def ci(v: Any) -> str:
         return f"{v[0]:.2f}x [{v[1]:.2f}, {v[2]:.2f}]" if v else "-"
 
     for config, e in summary["configs"].items():
         lines.append(f"| {config} | {e['mean_seconds']:.2f} | {e['tokens_per_second']:.1f} | {e['correct']} | "
-                     f"{ci(e.get('speed_vs_server'))} | {ci(e.get('speed_vs_target'))} | "
-                     f"{e.get('identical_to_target', '-')}/{summary['problems']} |")  # fmt: skip
+                     f"{ci(e.get('speed_vs_server'))} | {ci(e.get('token_rate_vs_server'))} | "
+                     f"{ci(e.get('speed_vs_target'))} | {e.get('identical_to_target', '-')}/{summary['problems']} | "
+                     f"{e.get('schedule', '-')} |")  # fmt: skip
     lines += ["", "Speed ratios: the reference's mean seconds over the configuration's (> 1: faster), paired "
-              "bootstrap over problems; an interval containing 1 is no difference."]  # fmt: skip
+              "bootstrap over problems; an interval containing 1 is no difference. Tokens/s vs llama-server: "
+              "generated tokens per second over the server's, the same work whatever text each wrote.",
+              "Schedule: interleaved (every configuration on a problem before the next problem) or blocked "
+              "(each configuration on every problem in turn, minutes to hours apart)."]  # fmt: skip
     text = "\n".join(lines) + "\n"
     (out / "summary.md").write_text(text)
     if summary["configs"]:
@@ -334,6 +442,7 @@ def main() -> None:
     parser.add_argument("--configs", default=",".join(CONFIGS))
     parser.add_argument("--llama-server", dest="binary", type=Path, default=None)
     parser.add_argument("--out", type=Path, required=True)
+    parser.add_argument("--schedule", choices=("interleaved", "blocked"), default="interleaved")
     args = parser.parse_args()
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = set(configs) - set(CONFIGS)
@@ -344,6 +453,7 @@ def main() -> None:
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "run.json").write_text(json.dumps({**vars(args), "out": str(args.out), "binary": str(args.binary),
                                                    "configs": configs}, indent=1) + "\n")  # fmt: skip
+    prompts: dict[str, str] = {}
     if any(c.startswith("server") for c in configs):
         args.binary = find_llama_server(args.binary)
         from arbitrage.backends.loader import GeneratorOptions, load_generator
@@ -351,11 +461,9 @@ def main() -> None:
         target = load_generator(args.target, GeneratorOptions())
         prompts = {p.id: target.render_prompt(p.question) for p in problems}  # type: ignore[attr-defined]
         target.close()
-    for config in configs:
-        if config.startswith("server"):
-            run_server(config, problems, prompts, args.out, args)
-        else:
-            run_arbitrage(config, problems, args.out, args)
+    run_all(
+        configs, problems, prompts if any(c.startswith("server") for c in configs) else {}, args.out, args
+    )
     print(
         write_summary(args.out, summarise(args.out, problems, configs), f"arbitrage vs llama-server: {name}")
     )

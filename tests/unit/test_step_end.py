@@ -1,6 +1,9 @@
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
-from arbitrage.backends.stepping import find_step_end, log_softmax
+from arbitrage.backends.base import StepParams
+from arbitrage.backends.stepping import entropy, find_step_end, log_softmax, pick_token, row_summaries
 
 
 @pytest.mark.parametrize(
@@ -26,6 +29,43 @@ def test_log_softmax_normalises() -> None:
     out = log_softmax(np.array([1.0, 2.0, 3.0], dtype=np.float32))
     assert np.exp(out).sum() == pytest.approx(1.0)
     assert int(np.argmax(out)) == 2
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    seed=st.integers(0, 2**31), scale=st.sampled_from([0.5, 3.0, 30.0]), size=st.sampled_from([2, 50, 151936])
+)
+def test_the_greedy_fast_path_gives_the_float64_log_softmax_figures(
+    seed: int, scale: float, size: int
+) -> None:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    logits = (rng.standard_normal(size) * scale).astype(np.float32)
+    token, logprob, token_entropy = pick_token(logits, StepParams(temperature=0), rng)
+    reference = log_softmax(logits)
+    assert token == int(np.argmax(reference))
+    assert logprob == pytest.approx(float(reference[token]), abs=1e-5)
+    assert token_entropy == pytest.approx(entropy(reference), abs=1e-5)
+    given_token = int(rng.integers(size))
+    lps, greedy, greedy_lps, entropies = row_summaries(logits[None, :], [given_token])
+    assert greedy == [token] and greedy_lps == [logprob] and entropies == [token_entropy]
+    assert lps[0] == pytest.approx(float(reference[given_token]), abs=1e-5)
+
+
+def test_sampling_draws_from_the_tempered_distribution_and_reports_its_figures() -> None:
+    import numpy as np
+
+    logits = np.log(np.array([0.7, 0.2, 0.1], dtype=np.float32))
+    rng = np.random.default_rng(0)
+    picks = [pick_token(logits, StepParams(temperature=1.0), rng) for _ in range(4000)]
+    share = np.bincount([p[0] for p in picks], minlength=3) / len(picks)
+    assert share == pytest.approx([0.7, 0.2, 0.1], abs=0.03)
+    token, logprob, token_entropy = picks[0]
+    assert logprob == pytest.approx(float(np.log([0.7, 0.2, 0.1][token])), abs=1e-6)
+    assert token_entropy == pytest.approx(
+        float(-(np.array([0.7, 0.2, 0.1]) * np.log([0.7, 0.2, 0.1])).sum()), abs=1e-6
+    )
 
 
 def _fake_model(pieces: list[str], end_at: int | None = None):  # type: ignore[no-untyped-def]

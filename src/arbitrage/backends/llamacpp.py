@@ -42,7 +42,7 @@ from arbitrage.backends.llamacpp_feed import SpeculativeFeed
 from arbitrage.backends.llamacpp_probe import extra_bufts_allowed
 from arbitrage.backends.llamacpp_prompt import ChatPrompts
 from arbitrage.backends.speculation import Speculation
-from arbitrage.backends.stepping import choose_token, decode_step, entropy, log_softmax, row_summaries
+from arbitrage.backends.stepping import decode_step, log_softmax, pick_token, row_summaries
 from arbitrage.errors import BackendError, ConfigError, ModelFileError
 from arbitrage.models.store import check_gguf_file
 from arbitrage.prompts import FALLBACK_FORMATS, PromptStyle, solution_text
@@ -303,9 +303,6 @@ class LlamaCppGenerator:
         """Whether ``token`` ends the model's turn (EOS, end-of-turn and the like)."""
         return bool(self._lib.llama_vocab_is_eog(self._vocab, token))
 
-    def _choose(self, logprobs: np.ndarray, params: StepParams, rng: np.random.Generator) -> int:
-        return choose_token(logprobs, params, rng)
-
     def generate_step(self, context: StepContext, params: StepParams) -> StepOutput:
         if self._closed:
             raise BackendError(f"{self.name} is closed")
@@ -323,9 +320,7 @@ class LlamaCppGenerator:
 
         # 2. decode until EOS, separator or the cap
         def next_token() -> tuple[int, float, float]:
-            logprobs = log_softmax(self._last_logits())
-            token = self._choose(logprobs, params, rng)
-            return token, float(logprobs[token]), entropy(logprobs)
+            return pick_token(self._last_logits(), params, rng)
 
         step = decode_step(
             budget=min(params.max_step_tokens, self.n_ctx - len(tokens) - 1),
@@ -441,9 +436,7 @@ class LlamaCppGenerator:
             def next_token() -> tuple[int, float, float]:
                 if divergent:  # the model's choice at the divergence was read by the verification
                     return divergent.pop()
-                logprobs = log_softmax(self._last_logits())
-                token = int(np.argmax(logprobs))
-                return token, float(logprobs[token]), entropy(logprobs)
+                return pick_token(self._last_logits(), params, self._rng)
 
             step = decode_step(
                 budget=min(params.max_step_tokens, self.n_ctx - len(tokens) - 1),

@@ -41,26 +41,57 @@ def entropy(logprobs: np.ndarray) -> float:
     return float(-(np.exp(logprobs) * logprobs).sum())
 
 
+def normalise_logits(logits: np.ndarray) -> tuple[np.ndarray, float, float]:
+    """``(shifted, log_total, entropy)`` of 1-D ``logits``: ``shifted[t] - log_total`` is the
+    log-probability of token ``t``; the entropy is in nats.
+
+    One exponential over the vocabulary in the logits' own float32 (sums in float64): what the greedy
+    decode loop needs per token without materialising a float64 log-softmax (that costs about 1 ms a
+    token on a 152k vocabulary here; this about 0.2 ms). Agrees with :func:`log_softmax` and
+    :func:`entropy` to ~1e-7.
+    """
+    shifted = logits - logits.max()
+    weights = np.exp(shifted)
+    total = float(weights.sum(dtype=np.float64))
+    log_total = float(np.log(total))
+    return shifted, log_total, log_total - float((weights * shifted).sum(dtype=np.float64)) / total
+
+
+def pick_token(logits: np.ndarray, params: StepParams, rng: np.random.Generator) -> tuple[int, float, float]:
+    """The next token from 1-D ``logits`` under ``params``, with its log-probability and the entropy.
+
+    Greedy (temperature 0) takes the argmax of the raw logits and :func:`normalise_logits`; sampling
+    builds the full log-softmax for :func:`choose_token`.
+    """
+    if params.temperature == 0:
+        token = int(np.argmax(logits))
+    else:
+        token = choose_token(log_softmax(logits), params, rng)
+    shifted, log_total, row_entropy = normalise_logits(logits)
+    return token, float(shifted[token]) - log_total, row_entropy
+
+
 def row_summaries(
     logits: np.ndarray, given: Sequence[int]
 ) -> tuple[list[float], list[int], list[float], list[float]]:
     """Per row of next-token ``logits`` (``[m, vocab]``): the log-probability of ``given[i]`` (rows
     beyond ``given`` have none), the greedy token, its log-probability and the entropy (nats).
 
-    Verification reads these from the rows of a teacher-forced pass.
+    Verification reads these from the rows of a teacher-forced pass; they are computed as the decode
+    loop computes them (:func:`normalise_logits`), so a kept prefix carries the same kind of numbers.
     """
     logprobs: list[float] = []
     greedy: list[int] = []
     greedy_logprobs: list[float] = []
     entropies: list[float] = []
     for i, row in enumerate(logits):
-        lp = log_softmax(row)
-        best = int(np.argmax(lp))
+        shifted, log_total, row_entropy = normalise_logits(row)
+        best = int(np.argmax(row))
         greedy.append(best)
-        greedy_logprobs.append(float(lp[best]))
-        entropies.append(entropy(lp))
+        greedy_logprobs.append(float(shifted[best]) - log_total)
+        entropies.append(row_entropy)
         if i < len(given):
-            logprobs.append(float(lp[given[i]]))
+            logprobs.append(float(shifted[given[i]]) - log_total)
     return logprobs, greedy, greedy_logprobs, entropies
 
 
