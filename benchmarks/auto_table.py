@@ -47,7 +47,7 @@ def main() -> None:
         ratios = a[picks].mean(axis=1) / np.maximum(b[picks].mean(axis=1), 1e-9)
         options = {row["param"]: row["value"]} if row["param"] else {}
         work = {
-            role: [float(np.mean([role_features(mine[i], role)[j] for i in ids])) for j in range(3)]
+            role: [float(np.mean([role_features(mine[i], role)[j] for i in ids])) for j in range(5)]
             for role in ROLES
         }
         points.append(
@@ -64,7 +64,7 @@ def main() -> None:
                     float(np.percentile(ratios, 97.5)),
                 ],
                 "policy_seconds": float(np.mean([mine[i].policy_seconds for i in ids])),
-                "work": work,  # role -> [decoded tokens, evaluated tokens, calls] per problem
+                "work": work,  # role -> [decoded, evaluated, calls, verified tokens, verifications] per problem
             }
         )
     table = {

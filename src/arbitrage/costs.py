@@ -1,6 +1,10 @@
 """Per-token costs of a draft/target pair: what a model's call costs by what it did (shared vocabulary).
 
     seconds(model) = decode · decoded tokens + evaluate · evaluated tokens + call · calls
+                     + verify_evaluate · verified tokens + verify_call · verification calls
+
+(A verification is a call of its own kind, one batched pass over a whole draft step; where a cost model
+has no separate verification figures, verified tokens cost ``evaluate`` and verification calls ``call``.)
 
 Fitted from a sweep's records (:mod:`arbitrage.evaluation.costs`), measured directly for any pair of
 backends (``arbitrage bench-costs``), and read by the ``auto`` policy to project latencies.
@@ -28,15 +32,37 @@ class RoleCosts:
     # extra seconds per token of a small batch (2-8 tokens after the cache) over decoding one:
     # v(n) = decode + (n - 1) * batch_extra. Measured by bench-costs (None in a fit); speculation reads it
     batch_extra: float | None = None
+    verify_evaluate: float | None = None  # seconds per token of a step's verification (None: ``evaluate``)
+    verify_call: float | None = None  # fixed seconds per verification call (None: ``call``)
 
-    def seconds(self, decoded: float, evaluated: float, calls: float) -> float:
-        """Predicted seconds of calls that decoded / evaluated this many tokens."""
-        return self.decode * decoded + self.evaluate * evaluated + self.call * calls
+    def seconds(
+        self, decoded: float, evaluated: float, calls: float, verified: float = 0.0, verify_calls: float = 0.0
+    ) -> float:
+        """Predicted seconds of calls that decoded / evaluated this many tokens, and of verifications."""
+        per_verified = self.evaluate if self.verify_evaluate is None else self.verify_evaluate
+        per_verification = self.call if self.verify_call is None else self.verify_call
+        return (
+            self.decode * decoded
+            + self.evaluate * evaluated
+            + self.call * calls
+            + per_verified * verified
+            + per_verification * verify_calls
+        )
 
     def scaled(self, factor: float) -> RoleCosts:
         """Every coefficient times ``factor`` (a faster or slower model of the same shape)."""
-        extra = None if self.batch_extra is None else self.batch_extra * factor
-        return RoleCosts(self.decode * factor, self.evaluate * factor, self.call * factor, extra)
+
+        def times(value: float | None) -> float | None:
+            return None if value is None else value * factor
+
+        return RoleCosts(
+            self.decode * factor,
+            self.evaluate * factor,
+            self.call * factor,
+            times(self.batch_extra),
+            times(self.verify_evaluate),
+            times(self.verify_call),
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,8 +84,9 @@ class CostModel:
             raise ConfigError(f"unknown role {name!r} (draft or target)")
         return self.target if name == "target" else self.draft
 
-    def seconds(self, work: Mapping[str, tuple[float, float, float]]) -> float:
-        """Predicted model seconds of ``work``: role -> (decoded tokens, evaluated tokens, calls)."""
+    def seconds(self, work: Mapping[str, tuple[float, ...]]) -> float:
+        """Predicted model seconds of ``work``: role -> (decoded tokens, evaluated tokens, calls[,
+        verified tokens, verification calls])."""
         return sum(self.role(name).seconds(*counts) for name, counts in work.items())
 
     @property
@@ -97,8 +124,9 @@ class CostModel:
 
 def _floats(data: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {key: float(data[key]) for key in ("decode", "evaluate", "call") if key in data}
-    if data.get("batch_extra") is not None:
-        out["batch_extra"] = float(data["batch_extra"])
+    for key in ("batch_extra", "verify_evaluate", "verify_call"):
+        if data.get(key) is not None:
+            out[key] = float(data[key])
     return out
 
 

@@ -42,7 +42,9 @@ class Candidate:
     options: dict[str, Any]  # its options
     relative_accuracy: float  # accuracy / target-only accuracy, same problems
     relative_accuracy_ci: tuple[float, float]  # paired bootstrap 95% interval
-    work: dict[str, tuple[float, float, float]]  # role -> (decoded, evaluated, calls) per problem
+    work: dict[
+        str, tuple[float, ...]
+    ]  # role -> (decoded, evaluated, calls[, verified, verifications]) per problem
     policy_seconds: float  # PRM / router seconds per problem, as measured
 
 
@@ -80,7 +82,7 @@ def candidates(table: dict[str, Any]) -> list[Candidate]:
                 float(row["relative_accuracy_ci"][0]),
                 float(row["relative_accuracy_ci"][1]),
             ),
-            work={role: (float(w[0]), float(w[1]), float(w[2])) for role, w in row["work"].items()},
+            work={role: tuple(float(x) for x in w) for role, w in row["work"].items()},
             policy_seconds=float(row.get("policy_seconds", 0.0)),
         )
         for row in table["points"]
