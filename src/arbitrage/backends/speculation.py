@@ -24,7 +24,9 @@ Cost model of one round with ``k`` proposals, per-token acceptance ``α`` (geome
 ``v(n)`` is measured per batch size as rounds run (an untried size is interpolated linearly between
 ``v(1)`` and the largest size measured, or read from prior costs). The controller picks the ``k`` in
 ``0..k_max`` with the most tokens per second; with ``k = 0`` it decodes plainly and tries ``k = 1``
-again every ``probe_every`` tokens so that it notices when things change.
+again every ``probe_every`` tokens (the wait doubling while it still does not pay) so that it notices
+when the acceptance changes, unless the costs alone rule speculation out (even an acceptance of 1
+would be slower than plain decoding): then it makes no probe, since none could change the verdict.
 """
 
 from __future__ import annotations
@@ -261,10 +263,22 @@ class SpeculationController:
         if self.prior is None and self._rounds < cfg.warmup_rounds:
             return cfg.k_start
         k = self.best_k()
-        if k == 0 and self._since_probe >= self._probe_wait:
+        if k == 0 and self._since_probe >= self._probe_wait and not self.hopeless():
             self._probing = True
             return 1  # re-measure now and then: acceptance and costs change with the text
         return k
+
+    def hopeless(self) -> bool:
+        """Whether speculation cannot pay even if every proposed token were kept, at the costs measured
+        so far (every k estimable and slower than plain decoding at acceptance 1). A probe re-measures
+        the acceptance, which cannot exceed 1, and costs the proposer a catch-up over the whole text
+        since it last ran, so none is made; plain decoding keeps updating ``v(1)``, and when it moves
+        enough for a perfect acceptance to pay, probing resumes."""
+        plain = self.rate(0)
+        if plain is None or self._proposer.value is None:
+            return False
+        best = [self.rate(k, 1.0) for k in range(1, self.config.k_max + 1)]
+        return all(r is not None and r < plain for r in best)
 
 
 class Speculation:
