@@ -461,9 +461,7 @@ def main() -> None:
         target = load_generator(args.target, GeneratorOptions())
         prompts = {p.id: target.render_prompt(p.question) for p in problems}  # type: ignore[attr-defined]
         target.close()
-    run_all(
-        configs, problems, prompts if any(c.startswith("server") for c in configs) else {}, args.out, args
-    )
+    run_all(configs, problems, prompts, args.out, args)
     print(
         write_summary(args.out, summarise(args.out, problems, configs), f"arbitrage vs llama-server: {name}")
     )

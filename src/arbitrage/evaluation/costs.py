@@ -80,7 +80,6 @@ def _role_seconds(record: ProblemRecord, role: str) -> float:
     return record.target_seconds if role == "target" else record.draft_seconds
 
 
-_FEATURES = {"draft": 3, "target": 5}  # the draft has no verification columns to fit
 _WEIGHT_FLOOR = 0.01  # seconds: a record shorter than this weighs as one of this length
 
 
@@ -93,9 +92,8 @@ def fit_costs(records: Iterable[ProblemRecord]) -> CostModel:
     fitted: dict[str, RoleCosts] = {}
     r2: dict[str, float] = {}
     for role in ROLES:
-        width = _FEATURES[role]
-        rows = [(role_features(r, role)[:width], _role_seconds(r, role)) for r in usable]
-        rows = [(x, y) for x, y in rows if any(x[i] > 0 for i in (0, 1, 3) if i < width)]
+        rows = [(role_features(r, role), _role_seconds(r, role)) for r in usable]
+        rows = [(x, y) for x, y in rows if x[0] + x[1] + x[3] > 0]  # decoded, evaluated or verified tokens
         if len(rows) < 3:
             raise ConfigError(f"too few records with {role} work to fit costs ({len(rows)}; need 3)")
         a = np.array([x for x, _ in rows], dtype=float)
@@ -103,7 +101,7 @@ def fit_costs(records: Iterable[ProblemRecord]) -> CostModel:
         weight = 1.0 / np.sqrt(np.maximum(y, _WEIGHT_FLOOR))
         coef, _ = nnls(a * weight[:, None], y * weight)
         decode, evaluate, call = (float(c) for c in coef[:3])
-        verifies = width == 5 and bool(a[:, 3:].any())  # else these records say nothing of verification
+        verifies = bool(a[:, 3:].any())  # else these records (the draft's) say nothing of verification
         fitted[role] = RoleCosts(
             decode,
             evaluate,
