@@ -202,8 +202,8 @@ class Run:
         if config is None and not wanting:
             return
         if config is not None:  # asked for explicitly: an impossible pair is an error
-            attach_speculation(target, draft, config)
-            note = "on (as configured)"
+            speculation = attach_speculation(target, draft, config)
+            note = f"on (as configured; {speculation.proposer.name} proposing)"
         else:
             prior = None
             for policy in wanting:
@@ -211,8 +211,8 @@ class Run:
                 if costs_file:
                     prior = prior_costs(read_costs(Path(costs_file)))
             try:
-                attach_speculation(target, draft, SpeculationConfig(), prior)
-                note = "adaptive (measured costs decide per token)"
+                speculation = attach_speculation(target, draft, SpeculationConfig(), prior)
+                note = f"adaptive ({speculation.proposer.name} proposing; measured costs decide per token)"
             except ConfigError as exc:
                 note = f"off: {exc}"
                 logger.info("auto: no token-level speculation (%s)", exc)
@@ -268,8 +268,12 @@ def prior_costs(costs: CostModel) -> PriorCosts | None:
 def attach_speculation(
     target: Generator, draft: Generator, config: SpeculationConfig, prior: PriorCosts | None = None
 ) -> Speculation:
-    """Have ``target`` speculate with ``draft`` as its token proposer; a one-line error where it cannot."""
+    """Have ``target`` speculate with ``draft`` as its token proposer; a one-line error where it cannot.
+
+    A draft with another vocabulary proposes at the text level (``backends/text_speculation.py``).
+    """
     from arbitrage.backends.speculation import TokenProposer
+    from arbitrage.backends.text_speculation import text_level_proposer
 
     speculate_with = getattr(target, "speculate_with", None)
     if speculate_with is None or not isinstance(draft, TokenProposer):
@@ -277,7 +281,11 @@ def attach_speculation(
             "token-level speculation needs a llama.cpp target and draft "
             f"({target.name} drafted by {draft.name})"
         )
-    speculation = Speculation(draft, config, prior)
+    vocabulary_key = getattr(target, "vocabulary_key", None)
+    proposer: TokenProposer = draft
+    if vocabulary_key is not None and draft.vocabulary_key() != vocabulary_key():
+        proposer = text_level_proposer(draft, target)
+    speculation = Speculation(proposer, config, prior)
     speculate_with(speculation)
     return speculation
 

@@ -1,5 +1,6 @@
 """Token-level speculation on real models: the target's greedy text is unchanged, proposals are
-counted in the trace, and the adaptive controller switches speculation off where its costs say so.
+counted in the trace (also from a draft with another vocabulary, at the text level), and the adaptive
+controller switches speculation off where its costs say so.
 
 Target and proposer are smollm2-135m (two instances, two KV caches). A second prompt style makes the
 proposer see other text than the target does, so that it proposes tokens the target rejects. Contexts
@@ -17,6 +18,7 @@ from arbitrage.engine import Engine, EngineConfig
 from arbitrage.errors import ConfigError
 from arbitrage.policies import build_policy, policy_options
 from arbitrage.prompts import PromptStyle
+from arbitrage.run import attach_speculation
 from tests.integration.conftest import load
 
 pytestmark = pytest.mark.slow
@@ -98,11 +100,31 @@ def test_sampled_steps_do_not_speculate() -> None:
         proposer.close()
 
 
-def test_a_proposer_with_another_vocabulary_is_refused() -> None:
+def test_a_proposer_with_another_vocabulary_is_refused_as_tokens() -> None:
     target, other = load("smollm2-135m", determinism="off"), load("gemma3-270m", determinism="off")
     try:
-        with pytest.raises(ConfigError, match="vocabularies differ"):
+        with pytest.raises(ConfigError, match=r"vocabularies differ.*TextLevelProposer"):
             target.speculate_with(Speculation(other))
+    finally:
+        target.close()
+        other.close()
+
+
+def test_a_draft_with_another_vocabulary_speculates_at_the_text_level() -> None:
+    # gemma3-270m (262,144 tokens) proposes text for smollm2-135m (49,152): the writer's greedy text is
+    # unchanged byte for byte, and some proposals are kept
+    target, other = load("smollm2-135m", determinism="off"), load("gemma3-270m", determinism="off")
+    try:
+        plain = solve_all(target, other)
+        speculation = attach_speculation(target, other, SpeculationConfig(adaptive=False, k_start=3))
+        assert speculation.proposer.name == "gemma3-270m (text level)"
+        engine = Engine(other, target, build_policy("target", policy_options("target")), CONFIG)
+        traces = [engine.solve(q) for q in QUESTIONS]
+        assert [t.solution for t in traces] == plain
+        totals = spec_totals(traces)
+        assert totals["rounds"] > 0 and 0 < totals["accepted"] <= totals["proposed"]
+        feeds = sum(s.target.tokens - 1 for t in traces for s in t.steps)
+        assert totals["accepted"] + totals["rounds"] + totals["plain_tokens"] == feeds
     finally:
         target.close()
         other.close()

@@ -30,7 +30,7 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -242,6 +242,28 @@ class LlamaCppGenerator:
                     return out
                 logits = self._kv.feed(token)
 
+    def render(self, tokens: Sequence[int]) -> str:
+        """The text of ``tokens`` with special tokens written out and a leading BOS left out (what a
+        text-level proposer with another vocabulary reads; see ``backends/text_speculation.py``)."""
+        ids = list(tokens)
+        if ids and ids[0] == self.llm.token_bos():
+            ids = ids[1:]
+        return self.llm.detokenize(ids, special=True).decode("utf-8", errors="ignore")
+
+    def text_after(self, tokens: Sequence[int], new: Sequence[int]) -> str:
+        """The text ``new`` adds after ``tokens``."""
+        return self._decode(list(new), list(tokens))
+
+    def tokens_after(self, tokens: Sequence[int], text: str, window: int = 8) -> list[int]:
+        """This model's tokens that spell ``text`` right after ``tokens``: the text of the last
+        ``window`` tokens is tokenized with and without ``text``; where the first starts with the second,
+        the rest spell ``text``. [] where ``text`` would change how those tokens are spelt."""
+        ids = list(tokens)
+        tail = self.text_after(ids[:-window], ids[-window:]) if ids else ""
+        base = self.tokenize(tail)
+        full = self.tokenize(tail + text)
+        return full[len(base) :] if full[: len(base)] == base else []
+
     def speculate_with(self, speculation: Speculation | None) -> None:
         """Decode greedy steps with token-level speculation from ``speculation``'s proposer (None: off).
 
@@ -257,7 +279,8 @@ class LlamaCppGenerator:
             proposer = speculation.proposer
             if proposer.vocabulary_key() != self.vocabulary_key():
                 raise ConfigError(
-                    f"{proposer.name} cannot propose tokens for {self.name}: their vocabularies differ"
+                    f"{proposer.name} cannot propose tokens for {self.name}: their vocabularies differ "
+                    "(wrap it in backends.text_speculation.TextLevelProposer to speculate at the text level)"
                 )
         self._feeder.speculation = speculation
 

@@ -75,11 +75,16 @@ class SpeculativeFeed:
         start = len(context) - 1
         full = context + proposals
         rows = self.kv.evaluate(full, start, list(range(start, len(full))))
+        if not proposals:  # nothing to verify (a text-level proposal that did not align, a full context):
+            # the token was decoded on its own, and the proposer's seconds bought nothing
+            spec.controller.observe_plain(time.perf_counter() - t1)
+            spec.controller.observe_empty(k, t1 - t0)
+            self._call_stats.observe_plain()
+            self._call_stats.observe_empty(t1 - t0)
+            return rows[0]
         self._ahead = list(zip(proposals, rows[1:], strict=True))
         self._round = (len(proposals), t1 - t0, time.perf_counter() - t1)
         self._round_accepted = 0
-        if not proposals:
-            self._close_round()
         return rows[0]
 
     def end(self, extra: dict[str, object]) -> dict[str, object]:

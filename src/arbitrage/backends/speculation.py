@@ -4,7 +4,8 @@ them in one batched evaluation and keeps the agreed prefix plus its own next tok
 Roles (each its own object):
 
 - :class:`TokenProposer`: a model that proposes greedy continuation tokens of a token sequence, in the
-  *writer's* vocabulary (same tokenizer; :meth:`TokenProposer.vocabulary_key` tells). The draft model.
+  *writer's* vocabulary (same tokenizer; :meth:`TokenProposer.vocabulary_key` tells). The draft model,
+  or, for a draft with another tokenizer, a ``backends.text_speculation.TextLevelProposer`` around it.
 - :class:`SpeculationController`: picks ``k`` for the next round from the costs and the acceptance it
   has measured, and switches speculation off (``k = 0``) where the measured costs say it cannot pay.
 - :class:`Speculation`: a proposer plus a controller and the running :class:`SpeculationStats`; a
@@ -86,7 +87,8 @@ class SpeculationStats:
     rounds: int = 0  # batched verifications of proposals
     proposed: int = 0  # Σ tokens proposed
     accepted: int = 0  # Σ proposed tokens the writer kept (its own choice at that position)
-    plain_tokens: int = 0  # tokens decoded one at a time (speculation off, or k = 0)
+    plain_tokens: int = 0  # tokens decoded one at a time (speculation off, k = 0, or an empty round)
+    empty_rounds: int = 0  # rounds whose proposer gave nothing to verify (its seconds still counted)
     proposer_seconds: float = 0.0  # Σ seconds the proposer spent (inside the writer's decode seconds)
     verify_seconds: float = 0.0  # Σ seconds of the batched evaluations
     k_used: list[int] = field(default_factory=list)  # k of each round, in order
@@ -102,11 +104,16 @@ class SpeculationStats:
     def observe_plain(self) -> None:
         self.plain_tokens += 1
 
+    def observe_empty(self, proposer_seconds: float) -> None:
+        self.empty_rounds += 1
+        self.proposer_seconds += proposer_seconds
+
     def add(self, other: SpeculationStats) -> None:
         self.rounds += other.rounds
         self.proposed += other.proposed
         self.accepted += other.accepted
         self.plain_tokens += other.plain_tokens
+        self.empty_rounds += other.empty_rounds
         self.proposer_seconds += other.proposer_seconds
         self.verify_seconds += other.verify_seconds
         self.k_used.extend(other.k_used)
@@ -121,6 +128,7 @@ class SpeculationStats:
             "proposed": self.proposed,
             "accepted": self.accepted,
             "plain_tokens": self.plain_tokens,
+            "empty_rounds": self.empty_rounds,
             "proposer_seconds": self.proposer_seconds,
             "verify_seconds": self.verify_seconds,
             "k": list(self.k_used),
@@ -193,6 +201,18 @@ class SpeculationController:
         self._verify.setdefault(k + 1, _Average(self.config.decay)).observe(verify_seconds)
         if k:
             self._proposer.observe(proposer_seconds / k)
+        self._observe_outcome(accepted, k)
+
+    def observe_empty(self, k: int, proposer_seconds: float) -> None:
+        """A round asked for ``k`` proposals and got none to verify (a text-level proposal that did not
+        continue the writer's tokens): the proposer's seconds bought nothing, a rejection of all ``k``.
+        The token itself was decoded on its own (:meth:`observe_plain`)."""
+        self._rounds += 1
+        self._since_probe = 0
+        self._proposer.observe(proposer_seconds / k)
+        self._observe_outcome(0, k)
+
+    def _observe_outcome(self, accepted: int, k: int) -> None:
         self._accepted.observe(accepted)
         self._stopped.observe(1.0 if accepted < k else 0.0)
         if self._probing:  # a probe: back off while speculation still does not pay
