@@ -391,8 +391,9 @@ def summarise(out: Path, problems: list[Problem], configs: list[str]) -> dict[st
     return summary
 
 
-def write_summary(out: Path, summary: dict[str, Any], title: str) -> str:
-    (out / "summary.json").write_text(json.dumps(summary, indent=1) + "\n")
+def write_summary(out: Path, summary: dict[str, Any], title: str, name: str = "summary") -> str:
+    """Write ``NAME.json``, ``NAME.md`` and the latency plot (``latency.png``, or ``NAME.png``) into ``out``."""
+    (out / f"{name}.json").write_text(json.dumps(summary, indent=1) + "\n")
     lines = [f"# {title}", "", f"{summary['problems']} problems, every configuration on the same ones.", "",
              "| configuration | mean s / problem | tokens/s | correct | vs llama-server [95% CI] | tokens/s vs llama-server [95% CI] | vs arbitrage target [95% CI] | text as arbitrage target | schedule |",
              "| --- | ---: | ---: | ---: | --- | --- | --- | ---: | --- |"]  # fmt: skip
@@ -411,7 +412,7 @@ def write_summary(out: Path, summary: dict[str, Any], title: str) -> str:
               "Schedule: interleaved (every configuration on a problem before the next problem) or blocked "
               "(each configuration on every problem in turn, minutes to hours apart)."]  # fmt: skip
     text = "\n".join(lines) + "\n"
-    (out / "summary.md").write_text(text)
+    (out / f"{name}.md").write_text(text)
     if summary["configs"]:
         import matplotlib
 
@@ -426,7 +427,7 @@ def write_summary(out: Path, summary: dict[str, Any], title: str) -> str:
         ax.set_title(title)
         ax.invert_yaxis()
         fig.tight_layout()
-        fig.savefig(out / "latency.png", dpi=120)
+        fig.savefig(out / ("latency.png" if name == "summary" else f"{name}.png"), dpi=120)
         plt.close(fig)
     return text
 
@@ -443,6 +444,16 @@ def main() -> None:
     parser.add_argument("--llama-server", dest="binary", type=Path, default=None)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--schedule", choices=("interleaved", "blocked"), default="interleaved")
+    parser.add_argument(
+        "--summarise-only",
+        action="store_true",
+        help="run nothing: summarise the rows already in --out over --configs and --limit",
+    )
+    parser.add_argument(
+        "--summary-name",
+        default="summary",
+        help="file stem of the summary (default summary: summary.md, summary.json)",
+    )
     args = parser.parse_args()
     configs = [c.strip() for c in args.configs.split(",") if c.strip()]
     unknown = set(configs) - set(CONFIGS)
@@ -450,6 +461,10 @@ def main() -> None:
         parser.error(f"unknown configurations: {', '.join(sorted(unknown))} (known: {', '.join(CONFIGS)})")
     os.environ.setdefault("ARBITRAGE_THREADS", str(args.threads))
     name, problems = load_problems(args.dataset, None, offset=args.offset, limit=args.limit)
+    title = f"arbitrage vs llama-server: {name}"
+    if args.summarise_only:
+        print(write_summary(args.out, summarise(args.out, problems, configs), title, args.summary_name))
+        return
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "run.json").write_text(json.dumps({**vars(args), "out": str(args.out), "binary": str(args.binary),
                                                    "configs": configs}, indent=1) + "\n")  # fmt: skip
@@ -462,9 +477,7 @@ def main() -> None:
         prompts = {p.id: target.render_prompt(p.question) for p in problems}  # type: ignore[attr-defined]
         target.close()
     run_all(configs, problems, prompts, args.out, args)
-    print(
-        write_summary(args.out, summarise(args.out, problems, configs), f"arbitrage vs llama-server: {name}")
-    )
+    print(write_summary(args.out, summarise(args.out, problems, configs), title, args.summary_name))
 
 
 if __name__ == "__main__":

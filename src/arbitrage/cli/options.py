@@ -85,7 +85,8 @@ class Models:
     speculate: bool = option(
         False,
         "Token-level speculation inside the target's text: the draft proposes tokens, the target checks "
-        "them in one batch (lossless for greedy steps; llama.cpp models sharing a vocabulary). auto "
+        "them in one batch (lossless for greedy steps; llama.cpp models; a draft with another vocabulary "
+        "proposes at the text level). auto "
         "attaches it by itself where it can.",
         "--speculate/--no-speculate",
     )
