@@ -17,6 +17,8 @@ whichever ran then. ``--schedule blocked`` runs each configuration on every prob
   drafted tokens;
 - ``target``: ``arbitrage --policy target`` (serving mode: no re-evaluation);
 - ``speculate``: ``--policy target`` with token-level speculation forced on at k = 3 (not adaptive);
+  ``speculate_k2`` the same at k = 2 (a batch of at most 3 rows, which repacked K-quant weights give
+  decoding's own numbers; see ``benchmarks/batch_vs_decode.py``);
 - ``auto``: the default, ``--policy auto`` (adaptive speculation that switches itself off where its
   measured costs say it cannot pay);
 - ``target_reproducible``: ``--policy target`` in the reproducible (``aligned``) mode, for its cost.
@@ -71,7 +73,17 @@ from arbitrage.models.store import resolve_model_path
 from arbitrage.run import Run, RunSpec
 from arbitrage.settings import load_settings
 
-CONFIGS = ("target", "server", "server_md3", "server_md8", "speculate", "auto", "target_reproducible")
+CONFIGS = (
+    "target",
+    "server",
+    "server_md3",
+    "server_md8",
+    "speculate",
+    "speculate_k2",
+    "auto",
+    "target_reproducible",
+)
+SPECULATE_K = {"speculate": 3, "speculate_k2": 2}  # forced k of the lossless-speculation configurations
 PORT = 8931
 
 
@@ -247,9 +259,8 @@ class ArbitrageRunner:
 
     def open(self) -> None:
         policy = "auto" if self.config == "auto" else "target"
-        speculation = (
-            SpeculationConfig(adaptive=False, k_start=3, k_max=3) if self.config == "speculate" else None
-        )
+        k = SPECULATE_K.get(self.config)
+        speculation = SpeculationConfig(adaptive=False, k_start=k, k_max=k) if k else None
         spec = RunSpec(draft=self.args.draft, target=self.args.target, policies=[policy], speculation=speculation,
                        reproducible=self.config == "target_reproducible")  # fmt: skip
         self.run = Run(spec).__enter__()
