@@ -65,13 +65,13 @@ def probe(model: str, generate: int, cached: list[int], batches: list[int]) -> d
         gen.close()
 
 
-def divergences(folder: Path, model: str) -> dict[str, Any]:
-    """First generated token where each ``speculate`` text leaves the ``target`` text."""
+def divergences(folder: Path, model: str, config: str = "speculate") -> dict[str, Any]:
+    """First generated token where each ``config`` text leaves the ``target`` text."""
     import llama_cpp
 
     llm = llama_cpp.Llama(str(resolve_model_path(model)), vocab_only=True, verbose=False)
     target = {r["id"]: r for r in map(json.loads, (folder / "target.jsonl").read_text().splitlines())}
-    spec = {r["id"]: r for r in map(json.loads, (folder / "speculate.jsonl").read_text().splitlines())}
+    spec = {r["id"]: r for r in map(json.loads, (folder / f"{config}.jsonl").read_text().splitlines())}
     first: list[int] = []
     for pid, row in spec.items():
         a = llm.tokenize(target[pid]["text"].encode(), add_bos=False)
@@ -93,13 +93,16 @@ def main() -> None:
     parser.add_argument("--cached", default="116,240,260,300", help="cached lengths to batch from")
     parser.add_argument("--batches", default="2,3,4,5", help="batch sizes")
     parser.add_argument("--compare", type=Path, default=None, help="a vs_llama_server.py folder")
+    parser.add_argument(
+        "--compare-config", default="speculate", help="the configuration compared with target"
+    )
     parser.add_argument("--out", type=Path, required=True)
     args = parser.parse_args()
     cached = [int(c) for c in args.cached.split(",")]
     batches = [int(b) for b in args.batches.split(",")]
     result = probe(args.model, args.generate, cached, batches)
     if args.compare is not None:
-        result["divergences"] = divergences(args.compare, args.model)
+        result["divergences"] = divergences(args.compare, args.model, args.compare_config)
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "batch_vs_decode.json").write_text(json.dumps(result, indent=1) + "\n")
 
@@ -135,7 +138,7 @@ def main() -> None:
     if "divergences" in result:
         d = result["divergences"]
         early = sum(1 for n in d["first_divergence"] if n < 100)
-        print(f"{d['differing']}/{d['problems']} speculate texts differ from target; first divergence "
+        print(f"{d['differing']}/{d['problems']} {d['config']} texts differ from target; first divergence "
               f"within 100 generated tokens: {early}, later: {d['differing'] - early}")  # fmt: skip
 
 
