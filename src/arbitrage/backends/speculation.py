@@ -14,7 +14,8 @@ Roles (each its own object):
 For greedy decoding the output is the writer's own (lossless): every kept token is the writer's argmax
 at its position. It is byte-identical to plain decoding where the build gives a small batch the same
 numbers as decoding one token at a time (llama.cpp with flash attention, batches < 8 rows, < 4 with
-repacked K-quant weights, contexts < 256 tokens measured bit-identical here); beyond that a near-tie can flip, as for any batched verification.
+repacked K-quant weights, contexts < 256 tokens measured bit-identical here); beyond that a near-tie
+can flip, as for any batched verification.
 
 Cost model of one round with ``k`` proposals, per-token acceptance ``α`` (geometric):
 
