@@ -22,6 +22,7 @@ from typing import Any
 import numpy as np
 
 from arbitrage.backends.llamacpp import LlamaCppGenerator
+from arbitrage.backends.llamacpp_eval import KVEvaluator
 from arbitrage.models.registry import DEFAULT_TARGET
 from arbitrage.models.store import resolve_model_path
 
@@ -32,8 +33,8 @@ QUESTION = (
 
 def probe(model: str, generate: int, cached: list[int], batches: list[int]) -> dict[str, Any]:
     gen = LlamaCppGenerator(resolve_model_path(model), name=model, n_ctx=1024, determinism="off")
+    kv = KVEvaluator(gen.llm, None)  # on the generator's model: its weight layout, flash attention, threads
     try:
-        kv = gen._kv
         prompt = gen.tokenize_prompt(gen.render_prompt(QUESTION))
         reference = [kv.evaluate(prompt, 0, [len(prompt) - 1])[0].copy()]  # logits after prompt + i tokens
         tokens = list(prompt)
@@ -62,6 +63,7 @@ def probe(model: str, generate: int, cached: list[int], batches: list[int]) -> d
             "max_abs_logit_diff": table,
         }
     finally:
+        kv.close()
         gen.close()
 
 
@@ -80,6 +82,7 @@ def divergences(folder: Path, model: str, config: str = "speculate") -> dict[str
             first.append(next((j for j in range(min(len(a), len(b))) if a[j] != b[j]), min(len(a), len(b))))
     return {
         "folder": str(folder),
+        "config": config,
         "problems": len(spec),
         "differing": len(first),
         "first_divergence": sorted(first),

@@ -474,6 +474,8 @@ def main() -> None:
     name, problems = load_problems(args.dataset, None, offset=args.offset, limit=args.limit)
     title = f"arbitrage vs llama-server: {name}"
     if args.summarise_only:
+        if not args.out.is_dir():
+            parser.error(f"--summarise-only: {args.out} is not a folder of rows")
         print(write_summary(args.out, summarise(args.out, problems, configs), title, args.summary_name))
         return
     args.out.mkdir(parents=True, exist_ok=True)
