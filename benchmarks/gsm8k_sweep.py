@@ -16,6 +16,14 @@ command.
     python benchmarks/gsm8k_sweep.py --router runs/routers/features
     python benchmarks/gsm8k_sweep.py --router data/routers/features --router-variant both=runs/routers/both
 
+``--fast-path`` runs the standard sweep of the fast path instead (into ``benchmarks/results/gsm8k_sweep_v3``):
+draft-only, target-only, the random control, RSD, ``verify`` and ``early`` at three settings each (one run
+sharing a step cache), then target-only with token-level speculation (``--speculate --label lossless``:
+``target@lossless``) and ``auto`` at three quality budgets, each in a run of its own (a speculating target
+keeps its own cache entries), all in the serving mode and into one folder, block by block::
+
+    python benchmarks/gsm8k_sweep.py --fast-path          # 100 problems -> benchmarks/results/gsm8k_sweep_v3
+
 ``--router-variant NAME=PATH`` (repeatable) adds a second router's points next to ``--router``'s, as the
 report's family ``router@NAME`` (e.g. a router on the target's verification of the step).
 
@@ -41,6 +49,24 @@ RANDOM_PS = "0.25,0.5,0.75"  # escalation probabilities of the random control
 RSD_THRESHOLDS = "0.7,0.8,0.9"
 ORACLE_TAUS = "0"
 ROUTER_RATES = "0.2,0.4,0.6"
+EARLY_RATES = "0.2,0.4,0.6"  # the early policy's target rates (its installed calibration)
+AUTO_QUALITIES = "1,0.5,0.3"  # auto's quality budgets: 1 the target's own text; 0.3 picks draft-only
+
+
+def fast_path_runs(
+    rsd: str, random: str, verify: str, early: str, qualities: str
+) -> list[tuple[str, list[str]]]:
+    """The fast-path sweep as ``(grid, extra flags)`` per run into one folder: the step-level policies in
+    one run, then the runs whose target speculates (lossless, ``auto``), each labelled apart."""
+    grid = ["draft"]
+    if random:
+        grid.append(f"random:p={random}")
+    grid += [f"rsd:threshold={rsd}", f"verify:target_rate={verify}", f"early:target_rate={early}", "target"]
+    return [
+        ("; ".join(grid), []),
+        ("target", ["--speculate", "--label", "lossless"]),
+        (f"auto:quality={qualities}", []),
+    ]
 
 
 def points(
@@ -108,8 +134,22 @@ def main() -> None:
         "problems in turn); the report after each block compares all points on the problems done so far",
     )
     ap.add_argument("--dry-run", action="store_true", help="print the commands only")
+    ap.add_argument(
+        "--fast-path",
+        action="store_true",
+        help="the fast path's sweep (lossless speculation, auto, early) into gsm8k_sweep_v3",
+    )
+    ap.add_argument("--early-rates", default=EARLY_RATES, help="--fast-path: the early points' target rates")
+    ap.add_argument("--auto-qualities", default=AUTO_QUALITIES, help="--fast-path: auto's quality budgets")
     args = ap.parse_args()
     limit = args.limit or (20 if args.quick else 100)
+    if args.fast_path:
+        out = args.out or ROOT / "benchmarks" / "results" / "gsm8k_sweep_v3"
+        runs = fast_path_runs(
+            args.rsd_thresholds, args.random_ps, args.verify_rates, args.early_rates, args.auto_qualities
+        )
+        run_blocks("gsm8k", limit, runs, out, args.block, "GSM8K test", args.dry_run)
+        return
     out = args.out or ROOT / "benchmarks" / "results" / ("gsm8k_sweep_quick" if args.quick else "gsm8k_sweep")
     for path in [args.router, *(path for _, path in args.router_variant)]:
         if path is not None:
@@ -129,21 +169,31 @@ def main() -> None:
         extra += ["--calibration", str(args.verify_calibration)]
         if args.verify_score:
             extra += ["--score", args.verify_score]
-    run_blocks("gsm8k", limit, grid, out, extra, args.block, "GSM8K test", args.dry_run)
+    run_blocks("gsm8k", limit, [(grid, extra)], out, args.block, "GSM8K test", args.dry_run)
 
 
 def run_blocks(
-    dataset: str, limit: int, grid: str, out: Path, extra: list[str], block: int, name: str, dry_run: bool
+    dataset: str,
+    limit: int,
+    runs: Sequence[tuple[str, list[str]]],
+    out: Path,
+    block: int,
+    name: str,
+    dry_run: bool,
 ) -> None:
-    """``arbitrage sweep`` over ``grid`` on the first ``block`` problems, then the first 2×``block``, ...
-    up to ``limit``, each followed by ``arbitrage report``; prints the last report (exits on a failure)."""
+    """``arbitrage sweep`` of each ``(grid, extra flags)`` in ``runs`` on the first ``block`` problems, then
+    the first 2×``block``, ... up to ``limit``, each block followed by ``arbitrage report``; prints the last
+    report (exits on a failure)."""
     cli = [sys.executable, "-m", "arbitrage.cli.main"]
     uptos = [*range(block, limit, block), limit] if block > 0 else [limit]
     for upto in uptos:
-        sweep = [*cli, "sweep", "--dataset", dataset, "--limit", str(upto), "--points", grid, "--diagnose",
-                 "--out", str(out), *extra]  # fmt: skip
+        sweeps = [
+            [*cli, "sweep", "--dataset", dataset, "--limit", str(upto), "--points", grid, "--diagnose",
+             "--out", str(out), *extra]
+            for grid, extra in runs
+        ]  # fmt: skip
         report = [*cli, "report", str(out), "--title", f"{name}, first {upto} problems, default local models"]
-        for cmd in (sweep, report):
+        for cmd in (*sweeps, report):
             print("$", " ".join(cmd[2:]), flush=True)
             if not dry_run:
                 result = subprocess.run(cmd, check=False)

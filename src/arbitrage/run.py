@@ -171,11 +171,14 @@ class Run:
             stack.callback(draft.close)
             target = self._load_model(spec.target, options)
             stack.callback(target.close)
-            self._speculate(target, draft)
+            speculating = self._speculate(target, draft)
             if step_cache is not None:
                 style = _style_id(options.prompt_style)
+                # a speculating target's steps are its own entries: its text may differ from plain
+                # decoding's (a batch's logits are not always a decode's) and so does its cost
+                mode = "|speculating" if speculating else ""
                 draft = CachingGenerator(draft, step_cache, f"{spec.draft}|{style}")
-                target = CachingGenerator(target, step_cache, f"{spec.target}|{style}")
+                target = CachingGenerator(target, step_cache, f"{spec.target}|{style}{mode}")
             self.draft, self.target = draft, target
             self._stack = stack.pop_all()
         self._open = True
@@ -193,14 +196,16 @@ class Run:
                 options = dataclasses.replace(options, costs=str(cached))
         return name, options
 
-    def _speculate(self, target: Generator, draft: Generator) -> None:
-        """Attach token-level speculation: as the spec says, or where a policy (``auto``) wants it."""
+    def _speculate(self, target: Generator, draft: Generator) -> bool:
+        """Attach token-level speculation: as the spec says, or where a policy (``auto``) wants it.
+        Whether it was attached."""
         from arbitrage.costs import read_costs
 
         wanting = [p for p in self.policies if getattr(p, "wants_speculation", False)]
         config = self.spec.speculation
         if config is None and not wanting:
-            return
+            return False
+        attached = True
         if config is not None:  # asked for explicitly: an impossible pair is an error
             speculation = attach_speculation(target, draft, config)
             note = f"on (as configured; {speculation.proposer.name} proposing)"
@@ -215,9 +220,11 @@ class Run:
                 note = f"adaptive ({speculation.proposer.name} proposing; measured costs decide per token)"
             except ConfigError as exc:
                 note = f"off: {exc}"
+                attached = False
                 logger.info("auto: no token-level speculation (%s)", exc)
         for policy in wanting:
             policy.speculation_note = note  # type: ignore[attr-defined]
+        return attached
 
     def close(self) -> None:
         """Close everything this run opened, last opened first (idempotent)."""

@@ -140,3 +140,43 @@ def test_an_engine_needs_an_open_run_with_one_policy() -> None:
         with pytest.raises(ConfigError, match="2 policies"):
             run.engine()
         assert run.engine(run.policies[1]).solve("q?").steps[0].role == "target"
+
+
+class SpeculatingModels(Models):
+    """Models whose target takes a token proposer and whose draft proposes (a shared vocabulary)."""
+
+    def __call__(self, spec: str, options: GeneratorOptions) -> ScriptedGenerator:
+        model = Speculating(spec, DRAFT if spec == "draft" else TARGET)
+        self.loaded.append(model)
+        return model
+
+
+class Speculating(ScriptedGenerator):
+    speculation: object = None
+
+    def speculate_with(self, speculation: object) -> None:
+        self.speculation = speculation
+
+    def vocabulary_key(self) -> str:
+        return "shared"
+
+    def propose(self, tokens: Sequence[int], k: int) -> list[int]:
+        return []
+
+
+def test_a_speculating_target_keeps_its_own_cache_entries(tmp_path: Path) -> None:
+    from arbitrage.backends.speculation import SpeculationConfig
+
+    cache = tmp_path / "c.sqlite"
+    plain = arbitrage.RunSpec(draft="draft", target="target", policies=["target"], cache=cache)
+    speculating = arbitrage.RunSpec(
+        draft="draft", target="target", policies=["target"], cache=cache, speculation=SpeculationConfig()
+    )
+    first, second, third = SpeculatingModels(), SpeculatingModels(), SpeculatingModels()
+    for spec, models in ((plain, first), (speculating, second), (speculating, third)):
+        with arbitrage.Run(spec, load_model=models) as run:
+            assert [s.text for s in run.engine().solve("What is 3 + 4?").steps] == TARGET
+    assert first.loaded[1].speculation is None and second.loaded[1].speculation is not None
+    # the plain run's steps do not replay for the speculating run; the speculating run's own ones do
+    assert len(first.loaded[1].calls) == 2 and len(second.loaded[1].calls) == 2
+    assert third.loaded[1].calls == []

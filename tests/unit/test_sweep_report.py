@@ -17,6 +17,7 @@ from arbitrage.evaluation.report import Point, build_report, latency_at, speedup
 from arbitrage.evaluation.report import load_points as build_report_points
 from arbitrage.evaluation.sweep import (
     SweepPoint,
+    label_points,
     parse_points,
     parse_variant,
     point_options,
@@ -78,6 +79,23 @@ def test_variants_run_one_policy_with_other_fixed_options_as_a_family_of_its_own
     for bad in ("other", "other:", "other: seed", "other: =3", "a b: seed=1"):
         with pytest.raises(ConfigError):
             parse_variant(bad)
+
+
+def test_a_label_names_every_point_of_a_run_as_a_family_of_its_own() -> None:
+    points, variants = label_points(parse_points("target; auto:quality=1,0.5"), {}, "lossless")
+    assert [(p.slug, p.family) for p in points] == [
+        ("target@lossless", "target@lossless"),
+        ("auto@lossless_quality=1", "auto@lossless"),
+        ("auto@lossless_quality=0.5", "auto@lossless"),
+    ]
+    assert variants == {"lossless": {}}
+    assert point_options(points[2], {"seed": 1}, variants).quality == 0.5
+    with pytest.raises(ConfigError, match="take no variant"):
+        label_points(parse_points("random@other:p=0.5"), {}, "lossless")
+    with pytest.raises(ConfigError, match="also a variant"):
+        label_points(parse_points("target"), {"lossless": {"seed": "1"}}, "lossless")
+    with pytest.raises(ConfigError, match="Bad label"):
+        label_points(parse_points("target"), {}, "a b")
 
 
 def test_run_sweep_shares_the_cache_between_points(tmp_path: Path) -> None:

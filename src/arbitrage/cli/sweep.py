@@ -31,6 +31,14 @@ def sweep(
             "for router@both:target_rate=0.2,0.4 next to the --router points (repeatable).",
         ),
     ] = None,
+    label: Annotated[
+        str | None,
+        typer.Option(
+            help="Name every point of this run policy@LABEL, a family of its own in the report, so that "
+            "a run with other model flags shares a folder with a plain one, e.g. --speculate --label "
+            "lossless --points target writes target@lossless next to target.",
+        ),
+    ] = None,
     policy: opt.Policy = opt.flags(opt.Policy, omit=POINT_OPTIONS),
     models: opt.Models = opt.flags(opt.Models),
     steps: opt.Steps = opt.flags(opt.Steps, omit=("temperature",)),  # greedy
@@ -62,11 +70,19 @@ def sweep(
     from arbitrage.cli.common import default_out, open_run, run_config
     from arbitrage.cli.options import flag_errors
     from arbitrage.evaluation.render import print_sweep_table
-    from arbitrage.evaluation.sweep import parse_points, parse_variant, point_options, run_sweep
+    from arbitrage.evaluation.sweep import (
+        label_points,
+        parse_points,
+        parse_variant,
+        point_options,
+        run_sweep,
+    )
     from arbitrage.run import RunSpec
 
     grid = parse_points(points)
     variants = dict(parse_variant(v) for v in variant or [])
+    if label is not None:
+        grid, variants = label_points(grid, variants, label)
     base = {k: v for k, v in policy.given(steps.seed).items() if k not in POINT_OPTIONS}
     with flag_errors():  # every point's options, checked before any data or model loads
         given = {k: str(v) if isinstance(v, Path) else v for k, v in base.items() if v is not None}
@@ -79,8 +95,11 @@ def sweep(
     spec = RunSpec(**models.spec(), policies=choices, prm=policy.prm, n_ctx=s.n_ctx,
                    seed=s.seed, cache=cache_file, replay_scores=replay_scores)  # fmt: skip
     with open_run(spec) as run:
+        # speculate and reproducible as in eval: recorded only when set, so old folders resume
+        chosen = {key: True for key in ("speculate", "reproducible") if getattr(models, key)}
         recorded = run_config(name, problems, models, s, policy, run.scorer is not None,
-                              target_samples=policy.target_samples, diagnose=policy.diagnose)  # fmt: skip
+                              target_samples=policy.target_samples, diagnose=policy.diagnose,
+                              **chosen)  # fmt: skip
         pairs = list(zip(grid, run.policies, strict=True))
         results = run_sweep(loaded, run.draft, run.target, pairs, out, config, recorded, concurrency)
     print_sweep_table(Console(), [s for _, s in results], out)

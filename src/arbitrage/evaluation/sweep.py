@@ -14,6 +14,10 @@ sweep: ``router@both:target_rate=0.2,0.4`` takes the options of variant ``both``
 ``both: path=runs/routers/both`` (:func:`parse_variant`), on top of the base values. A variant is a
 family of its own in the report (``router@both`` next to ``router``), and its points live in
 ``OUT/router@both_target_rate=0.2/``.
+
+A *label* names every point of one run ``policy@label`` the same way, with no options of its own: a run
+with other model flags writes into the same folder as a plain one, e.g. token-level speculation
+(``--speculate --label lossless --points target``: ``target@lossless`` next to ``target``).
 """
 
 from __future__ import annotations
@@ -115,6 +119,22 @@ def parse_variant(spec: str) -> tuple[str, dict[str, str]]:
     if not values:
         raise ConfigError(f"Variant {name!r} sets no options: expected NAME: key=value, key=value")
     return name, values
+
+
+def label_points(
+    points: Sequence[SweepPoint], variants: Mapping[str, dict[str, str]], label: str
+) -> tuple[list[SweepPoint], dict[str, dict[str, str]]]:
+    """Every point as ``policy@label`` (a variant with no options of its own), for a run whose model flags
+    differ from a plain run's in the same folder (``--speculate --label lossless``: ``target@lossless``)."""
+    if not re.fullmatch(_LABEL, label):
+        raise ConfigError(f"Bad label {label!r}: letters, digits, '_' and '-'")
+    named = sorted({p.variant for p in points if p.variant is not None})
+    if named:
+        raise ConfigError(f"A labelled sweep's points take no variant (found @{named[0]})")
+    if label in variants:
+        raise ConfigError(f"Label {label!r} is also a variant's name")
+    labelled = [SweepPoint(p.policy, p.param, p.value, label) for p in points]
+    return labelled, {**variants, label: {}}
 
 
 def _numeric_options(policy: str) -> list[str]:
