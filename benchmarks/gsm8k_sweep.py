@@ -20,7 +20,9 @@ command.
 draft-only, target-only, the random control, RSD, ``verify`` and ``early`` at three settings each (one run
 sharing a step cache), then target-only with token-level speculation (``--speculate --label lossless``:
 ``target@lossless``) and ``auto`` at three quality budgets, each in a run of its own (a speculating target
-keeps its own cache entries), all in the serving mode and into one folder, block by block::
+keeps its own cache entries), all in the serving mode and into one folder, block by block, each block
+followed by ``llama-server`` target alone on the same problems (``benchmarks/sweep_server_row.py``: its
+row and summary in ``llama_server/``)::
 
     python benchmarks/gsm8k_sweep.py --fast-path          # 100 problems -> benchmarks/results/gsm8k_sweep_v3
 
@@ -38,7 +40,7 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from arbitrage.errors import RouterError
@@ -139,6 +141,11 @@ def main() -> None:
         action="store_true",
         help="the fast path's sweep (lossless speculation, auto, early) into gsm8k_sweep_v3",
     )
+    ap.add_argument(
+        "--llama-server",
+        type=Path,
+        help="--fast-path: the llama-server binary of the server row (default: on PATH, else built)",
+    )
     ap.add_argument("--early-rates", default=EARLY_RATES, help="--fast-path: the early points' target rates")
     ap.add_argument("--auto-qualities", default=AUTO_QUALITIES, help="--fast-path: auto's quality budgets")
     args = ap.parse_args()
@@ -148,7 +155,13 @@ def main() -> None:
         runs = fast_path_runs(
             args.rsd_thresholds, args.random_ps, args.verify_rates, args.early_rates, args.auto_qualities
         )
-        run_blocks("gsm8k", limit, runs, out, args.block, "GSM8K test", args.dry_run)
+        server = ["--llama-server", str(args.llama_server)] if args.llama_server else []
+
+        def server_row(upto: int) -> list[list[str]]:
+            row = ROOT / "benchmarks" / "sweep_server_row.py"
+            return [[sys.executable, str(row), str(out), "--limit", str(upto), *server]]
+
+        run_blocks("gsm8k", limit, runs, out, args.block, "GSM8K test", args.dry_run, server_row)
         return
     out = args.out or ROOT / "benchmarks" / "results" / ("gsm8k_sweep_quick" if args.quick else "gsm8k_sweep")
     for path in [args.router, *(path for _, path in args.router_variant)]:
@@ -180,10 +193,11 @@ def run_blocks(
     block: int,
     name: str,
     dry_run: bool,
+    after: Callable[[int], list[list[str]]] | None = None,
 ) -> None:
     """``arbitrage sweep`` of each ``(grid, extra flags)`` in ``runs`` on the first ``block`` problems, then
-    the first 2×``block``, ... up to ``limit``, each block followed by ``arbitrage report``; prints the last
-    report (exits on a failure)."""
+    the first 2×``block``, ... up to ``limit``, each block followed by the commands ``after(upto)`` gives
+    and ``arbitrage report``; prints the last report (exits on a failure)."""
     cli = [sys.executable, "-m", "arbitrage.cli.main"]
     uptos = [*range(block, limit, block), limit] if block > 0 else [limit]
     for upto in uptos:
@@ -193,8 +207,9 @@ def run_blocks(
             for grid, extra in runs
         ]  # fmt: skip
         report = [*cli, "report", str(out), "--title", f"{name}, first {upto} problems, default local models"]
-        for cmd in (*sweeps, report):
-            print("$", " ".join(cmd[2:]), flush=True)
+        more = after(upto) if after is not None else []
+        for cmd in (*sweeps, *more, report):
+            print("$", " ".join(cmd[2:] if cmd[1] == "-m" else cmd[1:]), flush=True)
             if not dry_run:
                 result = subprocess.run(cmd, check=False)
                 if result.returncode != 0:
