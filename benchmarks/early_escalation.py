@@ -192,24 +192,26 @@ def offline(args: argparse.Namespace) -> dict[str, Any]:
         for side in (False,) if m == 0 else (False, True):
             for rate in RATES:
                 draws = [random_run(m, rate, seed, side) for seed in range(RANDOM_SEEDS)]
-                best = set(ranked[: round(rate * len(figures))])
+                top = set(ranked[: round(rate * len(figures))])
                 controls.append({
                     "probe_tokens": m, "point": label(m), "side": "target" if side else "draft", "rate": rate,
                     "random": {key: statistics.fmean(d[key] for d in draws) for key in draws[0]},
-                    "best_by_delta": run(m, [k in best for k in range(len(figures))], side),
+                    "best_by_delta": run(m, [k in top for k in range(len(figures))], side),
                 })  # fmt: skip
     # the speed as the draft gets cheaper, at the table's rates, for each point's best score per side
     ratio_scan: list[dict[str, Any]] = []
     for m in POINTS:
-        for side in ("draft",) if m == 0 else ("draft", "target"):
-            best = max((p for p in points if p["probe_tokens"] == m and p["side"] == side),
+        for side_name in ("draft",) if m == 0 else ("draft", "target"):
+            best = max((p for p in points if p["probe_tokens"] == m and p["side"] == side_name),
                        key=lambda p: p["auroc_y"])  # fmt: skip
             values = [s.get(best["score"]) for s in scores_at(steps, m)]
             for rate in TABLE_RATES:
                 tau = threshold(values, rate)
                 chosen = [v is not None and v > tau for v in values]
-                speeds = [run(m, chosen, side == "target", costs.with_ratio(r))["speedup"] for r in RATIOS]
-                ratio_scan.append({"probe_tokens": m, "point": label(m), "side": side, "rate": rate,
+                speeds = [
+                    run(m, chosen, side_name == "target", costs.with_ratio(r))["speedup"] for r in RATIOS
+                ]
+                ratio_scan.append({"probe_tokens": m, "point": label(m), "side": side_name, "rate": rate,
                                    "score": best["score"], "ratios": list(RATIOS), "speedups": speeds,
                                    "break_even": _crossing(RATIOS, speeds)})  # fmt: skip
     return {
@@ -406,7 +408,7 @@ def paired_comparisons(
     )
     from arbitrage.evaluation.report import load_records
 
-    records = load_records(out, list(rows))
+    records = load_records(out, [dict(row) for row in rows])
     if records is None:
         return []
     variants = {name: (m, score) for name, m, score in LIVE_VARIANTS}

@@ -38,6 +38,7 @@ draft-only and were dropped).
 from __future__ import annotations
 
 import argparse
+import shlex
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
@@ -209,7 +210,7 @@ def run_blocks(
         report = [*cli, "report", str(out), "--title", f"{name}, first {upto} problems, default local models"]
         more = after(upto) if after is not None else []
         for cmd in (*sweeps, *more, report):
-            print("$", " ".join(cmd[2:] if cmd[1] == "-m" else cmd[1:]), flush=True)
+            print("$", shlex.join(cmd[2:] if cmd[1] == "-m" else cmd[1:]), flush=True)
             if not dry_run:
                 result = subprocess.run(cmd, check=False)
                 if result.returncode != 0:

@@ -55,7 +55,9 @@ def main() -> None:
         extra += ["--score", args.verify_score]
     if args.verify_calibration is not None:
         extra += ["--calibration", str(args.verify_calibration)]
-    run_blocks("math500", args.limit, [("; ".join(grid), extra)], args.out, args.block, "MATH500", args.dry_run)
+    run_blocks(
+        "math500", args.limit, [("; ".join(grid), extra)], args.out, args.block, "MATH500", args.dry_run
+    )
 
 
 if __name__ == "__main__":

@@ -72,6 +72,7 @@ def main() -> None:
                 question, gold = problems[i]
                 trace = engine.solve(question)
                 usage = trace.usage["draft"]
+                first = trace.steps[0].draft if trace.steps else None
                 record = {
                     "model": model,
                     "prompt": prompt,
@@ -87,8 +88,8 @@ def main() -> None:
                     "prefill_tokens": usage.prefill_tokens,
                     "prompt_tokens": usage.prompt_tokens,
                     "prefill_seconds": usage.prefill_seconds,
-                    "first_prefill_tokens": trace.steps[0].draft.prefill_tokens if trace.steps else 0,
-                    "first_prefill_seconds": trace.steps[0].draft.prefill_seconds if trace.steps else 0.0,
+                    "first_prefill_tokens": first.prefill_tokens if first else 0,
+                    "first_prefill_seconds": first.prefill_seconds if first else 0.0,
                     "wall_seconds": trace.wall_seconds,
                 }
                 with records_path.open("a") as fh:

@@ -62,8 +62,9 @@ def percentile(values: list[float], q: float) -> float:
 def point_stats(results: list[ProblemResult], golds: list[str]) -> dict[str, Any]:
     summary = summarise(results)
     ok = [r for r in results if r.trace is not None]
+    traces = [r.trace for r in results if r.trace is not None]
     latencies = [r.seconds for r in ok]
-    tokens = sum(u.generated_tokens for r in ok for u in r.trace.usage.values())  # type: ignore[union-attr]
+    tokens = sum(u.generated_tokens for t in traces for u in t.usage.values())
     correct = [
         bool(r.trace and grade(r.trace.solution, gold).correct)
         for r, gold in zip(results, golds, strict=True)
@@ -81,8 +82,8 @@ def point_stats(results: list[ProblemResult], golds: list[str]) -> dict[str, Any
         "latency_max_s": round(max(latencies), 2) if latencies else None,
         "latency_mean_s": round(statistics.fmean(latencies), 2) if latencies else None,
         "correct": sum(correct),
-        "target_steps": sum(1 for r in ok for s in r.trace.steps if s.role == "target"),  # type: ignore[union-attr]
-        "steps": sum(len(r.trace.steps) for r in ok),  # type: ignore[union-attr]
+        "target_steps": sum(1 for t in traces for s in t.steps if s.role == "target"),
+        "steps": sum(len(t.steps) for t in traces),
         "solutions": [r.trace.solution if r.trace else None for r in results],
     }
 
@@ -193,7 +194,7 @@ def main() -> None:
             continue
         started = time.perf_counter()
         print(f"== {config} {schedule} N={level} ...", flush=True)
-        stats = run_point(config, schedule, level, questions, golds, args)  # type: ignore[arg-type]
+        stats = run_point(config, schedule, level, questions, golds, args)
         points.append({"config": config, "schedule": schedule, "concurrency": level, **stats})
         results_file.write_text(json.dumps(data, indent=1))
         print(f"   {stats['problems_per_minute']} problems/min, p50 {stats['latency_p50_s']} s, "

@@ -315,12 +315,41 @@ def test_the_standard_sweep_grid_parses_with_a_router_variant() -> None:
          "--router", str(router), "--router-variant", f"both={router}"],
         capture_output=True, text=True, check=True, timeout=120,
     )  # fmt: skip
-    sweep = result.stdout.splitlines()[0]
-    grid = sweep.split("--points ")[1].split(" --diagnose")[0]
-    variant = shlex.split(sweep.split("--variant ")[1])[0:2]
+    sweep = shlex.split(result.stdout.splitlines()[0][2:])
+    grid = sweep[sweep.index("--points") + 1]
+    variant = [sweep[sweep.index("--variant") + 1]]
     points = parse_points(grid)
     assert [p.slug for p in points if p.policy == "router"] == [
         f"router{v}_target_rate={r}" for v in ("", "@both") for r in (0.2, 0.4, 0.6)
     ]
     name, values = parse_variant(" ".join(variant))
     assert (name, values) == ("both", {"path": str(router)})
+
+
+def test_the_fast_path_sweep_runs_parse_and_label_apart() -> None:
+    import shlex
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    result = subprocess.run(
+        [sys.executable, str(root / "benchmarks" / "gsm8k_sweep.py"), "--fast-path", "--dry-run", "--limit", "10"],
+        capture_output=True, text=True, check=True, timeout=120,
+    )  # fmt: skip
+    sweeps = [shlex.split(line[2:]) for line in result.stdout.splitlines() if " sweep " in line]
+    slugs: list[str] = []
+    for argv in sweeps:
+        points = parse_points(argv[argv.index("--points") + 1])
+        if "--label" in argv:
+            assert "--speculate" in argv
+            points, _ = label_points(points, {}, argv[argv.index("--label") + 1])
+        slugs += [p.slug for p in points]
+    assert len(slugs) == len(set(slugs)) == 18  # one folder each: no run overwrites another's point
+    assert {
+        "target",
+        "target@lossless",
+        "auto_quality=1",
+        "early_target_rate=0.2",
+        "rsd_threshold=0.9",
+    } <= set(slugs)
+    assert any("sweep_server_row.py" in line for line in result.stdout.splitlines())
