@@ -49,8 +49,8 @@ def point_rows(sweep: Path, patterns: list[str]) -> dict[str, Path]:
     return chosen
 
 
-def write_point(path: Path, records: Path) -> int:
-    """A sweep point's completed records as ``vs_llama_server`` rows (seconds: cost latency); how many."""
+def write_point(path: Path, records: Path) -> None:
+    """A sweep point's completed records as ``vs_llama_server`` rows (seconds: cost latency)."""
     rows = [
         {"id": r.id, "seconds": r.latency_seconds, "tokens": r.target_generated_tokens + r.draft_generated_tokens,
          "target_tokens": r.target_generated_tokens, "correct": r.correct, "predicted": r.predicted,
@@ -58,7 +58,6 @@ def write_point(path: Path, records: Path) -> int:
         for r in read_records(records) if r.completed
     ]  # fmt: skip
     path.write_text("".join(json.dumps(row) + "\n" for row in rows))
-    return len(rows)
 
 
 def main() -> None:

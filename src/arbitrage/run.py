@@ -171,12 +171,13 @@ class Run:
             stack.callback(draft.close)
             target = self._load_model(spec.target, options)
             stack.callback(target.close)
-            speculating = self._speculate(target, draft)
+            speculation = self._speculate(target, draft)
             if step_cache is not None:
                 style = _style_id(options.prompt_style)
-                # a speculating target's steps are its own entries: its text may differ from plain
-                # decoding's (a batch's logits are not always a decode's) and so does its cost
-                mode = "|speculating" if speculating else ""
+                # a speculating target's steps are entries of their own, one set per speculation: its text
+                # may differ from plain decoding's (a batch's logits are not always a decode's), and its
+                # cost depends on the proposer, the controller's settings and what it knew beforehand
+                mode = "" if speculation is None else f"|speculating:{_speculation_id(speculation)}"
                 draft = CachingGenerator(draft, step_cache, f"{spec.draft}|{style}")
                 target = CachingGenerator(target, step_cache, f"{spec.target}|{style}{mode}")
             self.draft, self.target = draft, target
@@ -196,16 +197,16 @@ class Run:
                 options = dataclasses.replace(options, costs=str(cached))
         return name, options
 
-    def _speculate(self, target: Generator, draft: Generator) -> bool:
+    def _speculate(self, target: Generator, draft: Generator) -> Speculation | None:
         """Attach token-level speculation: as the spec says, or where a policy (``auto``) wants it.
-        Whether it was attached."""
+        The speculation attached, if any."""
         from arbitrage.costs import read_costs
 
         wanting = [p for p in self.policies if getattr(p, "wants_speculation", False)]
         config = self.spec.speculation
         if config is None and not wanting:
-            return False
-        attached = True
+            return None
+        speculation: Speculation | None
         if config is not None:  # asked for explicitly: an impossible pair is an error
             speculation = attach_speculation(target, draft, config)
             note = f"on (as configured; {speculation.proposer.name} proposing)"
@@ -220,11 +221,11 @@ class Run:
                 note = f"adaptive ({speculation.proposer.name} proposing; measured costs decide per token)"
             except ConfigError as exc:
                 note = f"off: {exc}"
-                attached = False
+                speculation = None
                 logger.info("auto: no token-level speculation (%s)", exc)
         for policy in wanting:
             policy.speculation_note = note  # type: ignore[attr-defined]
-        return attached
+        return speculation
 
     def close(self) -> None:
         """Close everything this run opened, last opened first (idempotent)."""
@@ -295,6 +296,15 @@ def attach_speculation(
     speculation = Speculation(proposer, config, prior)
     speculate_with(speculation)
     return speculation
+
+
+def _speculation_id(speculation: Speculation) -> str:
+    """A short hash of what decides a speculating target's steps and costs: the proposer, the controller's
+    settings and the costs it knew before its first round (part of the step cache's model id)."""
+    controller = speculation.controller
+    prior = None if controller.prior is None else dataclasses.asdict(controller.prior)
+    key = [speculation.proposer.name, dataclasses.asdict(controller.config), prior]
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:12]
 
 
 def _style_id(style: PromptStyle) -> str:

@@ -172,11 +172,17 @@ def test_a_speculating_target_keeps_its_own_cache_entries(tmp_path: Path) -> Non
     speculating = arbitrage.RunSpec(
         draft="draft", target="target", policies=["target"], cache=cache, speculation=SpeculationConfig()
     )
-    first, second, third = SpeculatingModels(), SpeculatingModels(), SpeculatingModels()
-    for spec, models in ((plain, first), (speculating, second), (speculating, third)):
+    fixed = arbitrage.RunSpec(
+        draft="draft", target="target", policies=["target"], cache=cache,
+        speculation=SpeculationConfig(adaptive=False),
+    )  # fmt: skip
+    first, second, third, fourth = (SpeculatingModels() for _ in range(4))
+    for spec, models in ((plain, first), (speculating, second), (speculating, third), (fixed, fourth)):
         with arbitrage.Run(spec, load_model=models) as run:
             assert [s.text for s in run.engine().solve("What is 3 + 4?").steps] == TARGET
     assert first.loaded[1].speculation is None and second.loaded[1].speculation is not None
     # the plain run's steps do not replay for the speculating run; the speculating run's own ones do
     assert len(first.loaded[1].calls) == 2 and len(second.loaded[1].calls) == 2
     assert third.loaded[1].calls == []
+    # another speculation (here: a fixed k instead of the adaptive controller) has entries of its own
+    assert len(fourth.loaded[1].calls) == 2

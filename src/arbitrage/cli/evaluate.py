@@ -34,10 +34,9 @@ def evaluate(
     spec = RunSpec(**models.spec(), policies=[policy.choice(s.seed)], prm=policy.prm,
                    n_ctx=s.n_ctx, seed=s.seed)  # fmt: skip
     with open_run(spec) as run:
-        # speculate and reproducible as keep_prefix: recorded only when set, so old folders resume
-        chosen = {key: True for key in ("speculate", "reproducible") if getattr(models, key)}
         recorded = run_config(name, problems, models, s, policy, run.scorer is not None,
-                              policy=run.policy.name, temperature=s.temperature, **chosen)  # fmt: skip
+                              policy=run.policy.name, temperature=s.temperature,
+                              **models.recorded())  # fmt: skip
         out = out or default_out("eval", name, run.policy.name, models.draft, models.target)
         summary = run_eval(loaded, run.engine(config=config), out, recorded, concurrency=concurrency)
     print_eval_summary(Console(), summary, out)

@@ -108,6 +108,10 @@ class Models:
             "reproducible": self.reproducible,
         }
 
+    def recorded(self) -> dict[str, bool]:
+        """The run modes an output folder's run.json records: only those set, so older folders resume."""
+        return {key: True for key in ("speculate", "reproducible") if getattr(self, key)}
+
 
 @dataclasses.dataclass(frozen=True)
 class Policy:

@@ -95,11 +95,9 @@ def sweep(
     spec = RunSpec(**models.spec(), policies=choices, prm=policy.prm, n_ctx=s.n_ctx,
                    seed=s.seed, cache=cache_file, replay_scores=replay_scores)  # fmt: skip
     with open_run(spec) as run:
-        # speculate and reproducible as in eval: recorded only when set, so old folders resume
-        chosen = {key: True for key in ("speculate", "reproducible") if getattr(models, key)}
         recorded = run_config(name, problems, models, s, policy, run.scorer is not None,
                               target_samples=policy.target_samples, diagnose=policy.diagnose,
-                              **chosen)  # fmt: skip
+                              **models.recorded())  # fmt: skip
         pairs = list(zip(grid, run.policies, strict=True))
         results = run_sweep(loaded, run.draft, run.target, pairs, out, config, recorded, concurrency)
     print_sweep_table(Console(), [s for _, s in results], out)
