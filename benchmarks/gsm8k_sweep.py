@@ -17,8 +17,9 @@ command.
     python benchmarks/gsm8k_sweep.py --router data/routers/features --router-variant both=runs/routers/both
 
 ``--fast-path`` runs the standard sweep of the fast path instead (into ``benchmarks/results/gsm8k_sweep_v3``):
-draft-only, target-only, the random control, RSD, ``verify`` and ``early`` at three settings each (one run
-sharing a step cache), then target-only with token-level speculation (``--speculate --label lossless``:
+target-only first, measured live (``--no-cache``: a replayed target step would be charged the cost stored
+by a mixing point, whose context was not in the target's KV cache), then draft-only, the random control,
+RSD, ``verify`` and ``early`` at three settings each (one run sharing a step cache), then target-only with token-level speculation (``--speculate --label lossless``:
 ``target@lossless``) and ``auto`` at three quality budgets, each in a run of its own (a speculating target
 keeps its own cache entries), all in the serving mode and into one folder, block by block, each block
 followed by ``llama-server`` target alone on the same problems (``benchmarks/sweep_server_row.py``: its
@@ -59,13 +60,15 @@ AUTO_QUALITIES = "1,0.5,0.3"  # auto's quality budgets: 1 the target's own text;
 def fast_path_runs(
     rsd: str, random: str, verify: str, early: str, qualities: str
 ) -> list[tuple[str, list[str]]]:
-    """The fast-path sweep as ``(grid, extra flags)`` per run into one folder: the step-level policies in
-    one run, then the runs whose target speculates (lossless, ``auto``), each labelled apart."""
+    """The fast-path sweep as ``(grid, extra flags)`` per run into one folder: target-only live (no step
+    cache, so no replay charges it another point's stored cost), the step-level policies in one run, then
+    the runs whose target speculates (lossless, ``auto``), each labelled apart."""
     grid = ["draft"]
     if random:
         grid.append(f"random:p={random}")
-    grid += [f"rsd:threshold={rsd}", f"verify:target_rate={verify}", f"early:target_rate={early}", "target"]
+    grid += [f"rsd:threshold={rsd}", f"verify:target_rate={verify}", f"early:target_rate={early}"]
     return [
+        ("target", ["--no-cache"]),
         ("; ".join(grid), []),
         ("target", ["--speculate", "--label", "lossless"]),
         (f"auto:quality={qualities}", []),

@@ -353,3 +353,6 @@ def test_the_fast_path_sweep_runs_parse_and_label_apart() -> None:
         "rsd_threshold=0.9",
     } <= set(slugs)
     assert any("sweep_server_row.py" in line for line in result.stdout.splitlines())
+    # target-only is measured live: no replay charges it a mixing point's stored cost
+    live = [argv for argv in sweeps if "--no-cache" in argv]
+    assert [argv[argv.index("--points") + 1] for argv in live] == ["target"]
