@@ -130,6 +130,30 @@ def test_run_sweep_shares_the_cache_between_points(tmp_path: Path) -> None:
     assert [p.key for p in build_report_points(tmp_path)] == ["draft", "target", "random_p=0.5"]
 
 
+def test_the_baselines_run_before_the_mixing_points_and_write_their_own_steps(tmp_path: Path) -> None:
+    def script(name: str) -> ScriptedGenerator:
+        return ScriptedGenerator(
+            name, lambda c: (f"{name} step" if len(c.steps) < 2 else "\\boxed{2}", FinishReason.STEP)
+        )
+
+    draft, target = script("d"), script("t")
+    cache = StepCache(tmp_path / "cache.sqlite")
+    cd, ct = CachingGenerator(draft, cache), CachingGenerator(target, cache)
+    problems = [Problem("0", "one plus one", "2", "toy")]
+    # listed last, target-only still runs first: the random point (p=1 escalates every step, writing
+    # exactly target-only's contexts) must not be the one whose stored steps target-only replays
+    points = [SweepPoint("random", "p", 1.0), SweepPoint("target"), SweepPoint("draft")]
+    results = run_sweep(
+        problems, cd, ct, sweep_policies(points, {}), tmp_path, EngineConfig(), {"data": "toy"}
+    )
+    assert [p.slug for p, _ in results] == ["random_p=1", "target", "draft"]  # the grid's order
+    by_slug = {p.slug: s for p, s in results}
+    assert by_slug["target"].replayed_calls == 0 and by_slug["draft"].replayed_calls == 0
+    assert by_slug["random_p=1"].replayed_calls > 0  # it replays target-only's steps, not the reverse
+    data = json.loads((tmp_path / "sweep.json").read_text())
+    assert [d["point"] for d in data] == ["random_p=1", "target", "draft"]
+
+
 def pt(family: str, acc: float, lat: float, acc_rate: float = 0.5) -> Point:
     return Point(family, f"{family}@{lat}", acc, acc_rate, lat, lat, 1 - acc_rate, 10, 4)
 
