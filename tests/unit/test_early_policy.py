@@ -186,6 +186,28 @@ def test_before_the_draft_a_confident_draft_writes_every_step() -> None:
     assert reason.startswith("accepted: draft_nll 0.200 ≤ τ 0.400 on the draft's proposal for step 0")
 
 
+@pytest.mark.parametrize("probe_tokens", [0, 2])
+def test_the_target_writes_the_opening_steps_then_the_rule_decides(probe_tokens: int) -> None:
+    # a confident draft (never above τ) writes every step but the two the target is given first
+    policy = EarlyPolicy("draft_nll", 1.0, probe_tokens=probe_tokens, target_steps=2)
+    assert policy.name.endswith(",target_steps=2)")
+    e = engine(policy, logprob=-0.2)
+    trace = e.solve("q?")
+    assert [s.role for s in trace.steps] == ["target", "target", "draft"]
+    assert trace.solution == solution([*TARGET_STEPS[:2], DRAFT_STEPS[2]])
+    for i, step in enumerate(trace.steps[:2], start=1):
+        assert step.draft is None and step.probe is None  # the draft wrote nothing for them
+        assert step.decision.point == "before_draft" and step.decision.reason.startswith(f"step {i} of the 2")
+    calls = e.draft.calls  # type: ignore[attr-defined]
+    assert calls and all(c == StepContext("q?", tuple(TARGET_STEPS[:2])) for c in calls)  # (probe, rest)
+    # options and CLI flags reach the policy; a negative count is a one-line error
+    built = build_policy("early", policy_options("early", threshold=1.0, target_steps=1))
+    assert isinstance(built, EarlyPolicy) and built.target_steps == 1
+    assert build_policy("early", policy_options("early", target_steps=1)).target_steps == 1  # type: ignore[attr-defined]
+    with pytest.raises(PolicyOptionError, match=r"^target_steps must be 0 or more, got -1$"):
+        policy_options("early", {"target_steps": -1})
+
+
 @pytest.mark.parametrize("probe_tokens", [0, 1])
 def test_the_random_score_escalates_the_steps_random_mixing_does_at_the_early_point(
     probe_tokens: int,

@@ -172,6 +172,11 @@ class Policy:
         "early: draft tokens of a step the policy decides after (default 1: the draft's first token); "
         "0: decide before the draft writes, from its confidence on the last step.",
     )
+    target_steps: int | None = option(
+        None,
+        "early: the target writes the first this many steps of every answer, before any other rule "
+        "(default 0).",
+    )
     keep_prefix: str = option(
         "verified",
         "Escalated greedy steps keep the draft tokens the target agrees with: verified (when the policy "

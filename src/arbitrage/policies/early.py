@@ -8,7 +8,7 @@ measurements). ``early`` takes its one decision at an earlier point of the step 
 - ``probe_tokens`` = 0, **before the draft writes**: from the context alone, the draft's confidence at
   the last step (the token logprobs of its proposal there; STEER's signal, arXiv 2511.06190). Escalating
   has the target write the whole step; otherwise the draft writes it and it is accepted as written. The
-  first step has no evidence: the draft writes it.
+  first step has no evidence: the draft writes it, unless ``target_steps`` gives it to the target.
 - ``probe_tokens`` = m ≥ 1, **after the draft's first m tokens** (the *probe*; the whole step if it ends
   sooner). A verification score has the target verify the probe in one batch; a draft score reads the
   draft's own confidence on it (no target call). Escalating has the target continue from the probe's
@@ -23,6 +23,9 @@ Every score is oriented so that larger means more reason to escalate, and the po
   target finds unlikely;
 - ``draft_nll`` / ``draft_max_nll`` / ``draft_entropy``: the draft's mean / worst token surprise, or its
   mean entropy, over the probe's tokens (m ≥ 1) or its proposal for the last step (m = 0).
+
+``target_steps`` = n > 0 has the target write the first n steps of every answer before any rule is
+asked (the opening step, which sets the plan, is where the target's lead over the draft is largest).
 
 τ is given (``threshold``) or chosen for a share of steps to escalate (``target_rate``) from a
 calibration table measured on collected step pairs for each m (:func:`build_early_calibration`, shipped
@@ -73,13 +76,20 @@ class EarlyPolicy:
     skip_draft = False
 
     def __init__(
-        self, score: str, tau: float, probe_tokens: int, *, target_rate: float | None = None
+        self,
+        score: str,
+        tau: float,
+        probe_tokens: int,
+        *,
+        target_rate: float | None = None,
+        target_steps: int = 0,
     ) -> None:
-        EarlyOptions(probe_tokens=probe_tokens, score=score, threshold=tau)  # validates
+        EarlyOptions(probe_tokens=probe_tokens, score=score, threshold=tau, target_steps=target_steps)
         self.score = score
         self.tau = tau
         self._probe_tokens = probe_tokens
         self.target_rate = target_rate  # the rate τ was chosen for, when it came from a calibration table
+        self.target_steps = target_steps  # the target writes this many opening steps, before any rule
 
     @property
     def probe_tokens(self) -> int:
@@ -88,7 +98,8 @@ class EarlyPolicy:
     @property
     def name(self) -> str:
         rate = f",rate={self.target_rate:g}" if self.target_rate is not None else ""
-        return f"early(m={self._probe_tokens},{self.score},tau={self.tau:.4g}{rate})"
+        first = f",target_steps={self.target_steps}" if self.target_steps else ""
+        return f"early(m={self._probe_tokens},{self.score},tau={self.tau:.4g}{rate}{first})"
 
     def _against_tau(
         self,
@@ -119,10 +130,19 @@ class EarlyPolicy:
                                  {**info, "score": RANDOM_SCORE}, point)  # fmt: skip
 
     def before_draft(self, view: ContextView) -> Decision | None:
+        index = len(view.history)
+        if index < self.target_steps:
+            return Decision(
+                escalate=True,
+                reason=f"step {index + 1} of the {self.target_steps} the target writes first: the target "
+                "writes the step",
+                info={"probe_tokens": self._probe_tokens, "target_steps": self.target_steps},
+                point="before_draft",
+            )
         if self._probe_tokens > 0:
             return None  # this policy decides at the probe
         if self.score == RANDOM_SCORE:
-            return self._random(view.question, len(view.history), "before_draft", {"probe_tokens": 0})
+            return self._random(view.question, index, "before_draft", {"probe_tokens": 0})
         confidence = view.last_step_confidence()
         if confidence is None:
             return Decision(
@@ -314,12 +334,13 @@ def load_early_calibration(path: str | Path | None) -> tuple[EarlyCalibration, s
 
 def build_early_policy(options: EarlyOptions) -> EarlyPolicy:
     """The policy for ``options``: τ given, or from the calibration table for ``target_rate``."""
+    first = options.target_steps
     if options.threshold is not None:
-        return EarlyPolicy(options.score, options.threshold, options.probe_tokens)
+        return EarlyPolicy(options.score, options.threshold, options.probe_tokens, target_steps=first)
     assert options.target_rate is not None  # validated: exactly one is set
     if options.score == RANDOM_SCORE:  # a uniform draw: τ for a rate needs no table
         return EarlyPolicy(RANDOM_SCORE, 1.0 - options.target_rate, options.probe_tokens,
-                           target_rate=options.target_rate)  # fmt: skip
+                           target_rate=options.target_rate, target_steps=first)  # fmt: skip
     tables, where = load_early_calibration(options.calibration)
     rows = (tables.get(str(options.probe_tokens)) or {}).get(options.score)
     if not rows:
@@ -332,7 +353,9 @@ def build_early_policy(options: EarlyOptions) -> EarlyPolicy:
             "threshold",
         )
     tau = tau_for_rate(rows, options.target_rate)
-    return EarlyPolicy(options.score, tau, options.probe_tokens, target_rate=options.target_rate)
+    return EarlyPolicy(
+        options.score, tau, options.probe_tokens, target_rate=options.target_rate, target_steps=first
+    )
 
 
 def write_early_calibration(table: EarlyCalibration, path: Path, source: str) -> None:

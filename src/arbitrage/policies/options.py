@@ -207,8 +207,16 @@ class EarlyOptions:
     threshold: float | None = None  # τ: escalate iff score > τ (the score's own units)
     target_rate: float | None = None  # or: the share of steps to escalate, in [0, 1] (τ from calibration)
     calibration: str | None = None  # calibration table (JSON) for target_rate; default: the packaged one
+    # the target writes the first target_steps steps of every answer, before any other rule (the first
+    # step has no evidence for a before-draft score, and the opening step is where the target's lead
+    # is largest); τ and target_rate apply to the steps after them
+    target_steps: int = 0
 
     def __post_init__(self) -> None:
+        if self.target_steps < 0:
+            raise PolicyOptionError(
+                f"{{target_steps}} must be 0 or more, got {self.target_steps}", "target_steps"
+            )
         if self.probe_tokens < 0:
             raise PolicyOptionError(
                 f"{{probe_tokens}} must be 0 (before the draft writes) or more, got {self.probe_tokens}",
