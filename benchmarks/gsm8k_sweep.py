@@ -19,7 +19,9 @@ command.
 ``--fast-path`` runs the standard sweep of the fast path instead (into ``benchmarks/results/gsm8k_sweep_v3``):
 target-only first, measured live (``--no-cache``: a replayed target step would be charged the cost stored
 by a mixing point, whose context was not in the target's KV cache), then draft-only, the random control,
-RSD, ``verify`` and ``early`` at three settings each (one run sharing a step cache), then target-only with token-level speculation (``--speculate --label lossless``:
+RSD, ``verify`` and ``early`` at three settings each, and ``early`` at its lowest rate with the target
+writing every answer's first step (``early@first``, ``--target-steps 1``), in one run sharing a step
+cache, then target-only with token-level speculation (``--speculate --label lossless``:
 ``target@lossless``) and ``auto`` at three quality budgets, each in a run of its own (a speculating target
 keeps its own cache entries), all in the serving mode and into one folder, block by block, each block
 followed by ``llama-server`` target alone on the same problems (``benchmarks/sweep_server_row.py``: its
@@ -67,9 +69,10 @@ def fast_path_runs(
     if random:
         grid.append(f"random:p={random}")
     grid += [f"rsd:threshold={rsd}", f"verify:target_rate={verify}", f"early:target_rate={early}"]
+    grid.append(f"early@first:target_rate={early.split(',')[0]}")  # the target writes the opening step
     return [
         ("target", ["--no-cache"]),
-        ("; ".join(grid), []),
+        ("; ".join(grid), ["--variant", "first: target_steps=1"]),
         ("target", ["--speculate", "--label", "lossless"]),
         (f"auto:quality={qualities}", []),
     ]

@@ -368,13 +368,14 @@ def test_the_fast_path_sweep_runs_parse_and_label_apart() -> None:
             assert "--speculate" in argv
             points, _ = label_points(points, {}, argv[argv.index("--label") + 1])
         slugs += [p.slug for p in points]
-    assert len(slugs) == len(set(slugs)) == 18  # one folder each: no run overwrites another's point
+    assert len(slugs) == len(set(slugs)) == 19  # one folder each: no run overwrites another's point
     assert {
         "target",
         "target@lossless",
         "auto_quality=1",
         "early_target_rate=0.2",
         "rsd_threshold=0.9",
+        "early@first_target_rate=0.2",
     } <= set(slugs)
     assert any("sweep_server_row.py" in line for line in result.stdout.splitlines())
     # target-only is measured live: no replay charges it a mixing point's stored cost
