@@ -6,7 +6,8 @@ problem (decoded / evaluated tokens and calls per model), plus the cost model fi
         --out src/arbitrage/data/auto_points.json
 
 Only policies that run without a PRM and with the installed parts are kept (draft, target, verify,
-router@both: the installed router). Prints the table.
+early with its installed calibration, router@both: the installed router; a variant's fixed options are
+not in sweep.json, so other variants such as ``early@first`` are left out). Prints the table.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import numpy as np
 from arbitrage.evaluation.costs import ROLES, fit_costs, role_features
 from arbitrage.evaluation.records import RECORDS, read_records
 
-KEEP = {"draft": None, "target": None, "verify": "verify", "router@both": "router"}
+KEEP = {"draft": None, "target": None, "verify": "verify", "early": "early", "router@both": "router"}
 
 
 def main() -> None:

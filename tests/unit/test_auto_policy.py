@@ -72,3 +72,25 @@ def test_the_installed_table_plans_and_builds() -> None:
 def test_a_quality_outside_the_unit_interval_is_refused(quality: float) -> None:
     with pytest.raises(PolicyOptionError, match="quality"):
         AutoOptions(quality=quality)
+
+
+def test_an_early_choice_keeps_its_decision_points() -> None:
+    # auto that picked the early policy decides where early does: before the draft and at the probe
+    from arbitrage.backends.scripted import ScriptedGenerator
+    from arbitrage.engine import Engine
+    from arbitrage.policies.auto import AutoEarlyPolicy, AutoPlan
+    from arbitrage.policies.base import EarlyDecisions
+    from arbitrage.policies.early import EarlyPolicy
+
+    plan = AutoPlan(quality=0.5, point="early", policy="early", options={}, relative_accuracy=0.6,
+                    projected_speedup=1.2, costs="test", reason="test")  # fmt: skip
+    auto = AutoEarlyPolicy(plan, EarlyPolicy("draft_nll", 1.0, probe_tokens=1, target_steps=1))
+    assert isinstance(auto, EarlyDecisions) and auto.probe_tokens == 1
+    draft = ScriptedGenerator("d", ["d one", "d two", "\\boxed{1}"], logprob=-2.0)
+    target = ScriptedGenerator("t", ["t one", "t two", "\\boxed{1}"])
+    trace = Engine(draft, target, auto).solve("q?")
+    first, second = trace.steps[:2]
+    assert first.decision.point == "before_draft" and first.decision.reason.startswith("auto -> step 1 of the 1")
+    assert second.decision.point == "probe" and second.decision.reason.startswith("auto -> draft_nll")
+    with pytest.raises(TypeError, match="no early decisions"):
+        AutoEarlyPolicy(plan, build_policy("draft", policy_options("draft")))

@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from arbitrage.errors import ConfigError
-from arbitrage.policies.base import RoutingPolicy, StepView
+from arbitrage.policies.base import ContextView, EarlyDecisions, RoutingPolicy, StepView
 from arbitrage.policies.options import AutoOptions
 from arbitrage.trace import Decision
 
@@ -166,9 +166,35 @@ class AutoPolicy:
         return dataclasses.replace(decision, reason=f"auto -> {decision.reason}")
 
 
+class AutoEarlyPolicy(AutoPolicy):
+    """``auto``'s choice when it decides early (the ``early`` policy): the engine asks its decision points
+    (:class:`~arbitrage.policies.base.EarlyDecisions`) through ``auto``, each reason prefixed ``auto ->``."""
+
+    def __init__(self, plan: AutoPlan, inner: RoutingPolicy) -> None:
+        if not isinstance(inner, EarlyDecisions):
+            raise TypeError(f"{inner.name} takes no early decisions")
+        super().__init__(plan, inner)
+        self._early = inner
+
+    @property
+    def probe_tokens(self) -> int:
+        return self._early.probe_tokens
+
+    def before_draft(self, view: ContextView) -> Decision | None:
+        decision = self._early.before_draft(view)
+        if decision is None:
+            return None
+        return dataclasses.replace(decision, reason=f"auto -> {decision.reason}")
+
+    def after_probe(self, view: StepView) -> Decision:
+        decision = self._early.after_probe(view)
+        return dataclasses.replace(decision, reason=f"auto -> {decision.reason}")
+
+
 def build_auto_policy(
     options: AutoOptions, build: Callable[[str, dict[str, Any]], RoutingPolicy]
 ) -> AutoPolicy:
     """Plan, then build the chosen policy with ``build(name, loose options)`` (the registry's)."""
     plan = plan_auto(options)
-    return AutoPolicy(plan, build(plan.policy, plan.options))
+    inner = build(plan.policy, plan.options)
+    return (AutoEarlyPolicy if isinstance(inner, EarlyDecisions) else AutoPolicy)(plan, inner)
