@@ -90,7 +90,9 @@ def test_an_early_choice_keeps_its_decision_points() -> None:
     target = ScriptedGenerator("t", ["t one", "t two", "\\boxed{1}"])
     trace = Engine(draft, target, auto).solve("q?")
     first, second = trace.steps[:2]
-    assert first.decision.point == "before_draft" and first.decision.reason.startswith("auto -> step 1 of the 1")
+    assert first.decision.point == "before_draft" and first.decision.reason.startswith(
+        "auto -> step 1 of the 1"
+    )
     assert second.decision.point == "probe" and second.decision.reason.startswith("auto -> draft_nll")
     with pytest.raises(TypeError, match="no early decisions"):
         AutoEarlyPolicy(plan, build_policy("draft", policy_options("draft")))
