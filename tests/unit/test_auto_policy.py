@@ -41,7 +41,24 @@ def test_a_slower_qualifying_point_is_never_chosen(tmp_path: Path) -> None:
     # verify qualifies at 0.9 but its projected latency (draft + target work) exceeds target-only's
     plan = plan_auto(AutoOptions(quality=0.9), table(tmp_path))
     assert plan.policy == "target"
-    assert "projected faster" in plan.reason
+    assert "projected at least 1.05x faster" in plan.reason
+
+
+@pytest.mark.parametrize(("decoded", "chosen"), [(346.0, "target"), (330.0, "near")])
+def test_a_point_within_the_projections_error_of_target_only_is_not_worth_it(
+    tmp_path: Path, decoded: float, chosen: str
+) -> None:
+    # target-only projects at 17.8 s; "near" at 17.3 s (1.03x: within the 5% error bound) or 16.5 s (1.08x)
+    path = table(tmp_path)
+    data = json.loads(path.read_text())
+    data["points"].append(
+        {"point": "near", "policy": "draft", "options": {}, "relative_accuracy": 0.9,
+         "relative_accuracy_ci": [0.8, 1.0], "work": {"draft": [0, 0, 0], "target": [decoded, 0.0, 0.0]}}
+    )  # fmt: skip
+    path.write_text(json.dumps(data))
+    plan = plan_auto(AutoOptions(quality=0.9), path)
+    assert plan.point == chosen
+    assert (plan.projected_speedup == 1.0) == (chosen == "target")
 
 
 def test_a_low_budget_gets_the_fastest_point_that_meets_it(tmp_path: Path) -> None:
